@@ -1,0 +1,1 @@
+//! author (to be written)

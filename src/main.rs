@@ -1,0 +1,7 @@
+//! The `airlift` command line: argument parsing and printing; the work is in the library.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
