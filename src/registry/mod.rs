@@ -1,1 +1,3 @@
-//! registry (to be written)
+//! Talking to OCI registries: auth, TLS, retries, streaming, over `oci-client`.
+
+pub mod auth;

@@ -1,0 +1,1 @@
+//! Where registry credentials come from (to be written).
