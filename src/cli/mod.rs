@@ -1,22 +1,56 @@
-//! Subcommands, one file each.
+//! Subcommands, one file each; this file parses the command line and maps errors to exit codes.
+
+mod common;
+mod copy;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 /// airlift carries container images and their Kubernetes configuration across an air gap.
+///
+/// Connected side: `lock` pins image references, `push`/`pull` handle imgpkg bundles,
+/// `export` writes a signed archive. Air-gapped side: `verify` checks it offline,
+/// `import` pushes it to the internal registry. `copy` relocates directly when one
+/// host sees both registries.
 #[derive(Parser)]
-#[command(name = "airlift", version, about, long_about = None)]
+#[command(name = "airlift", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    Copy(copy::CopyArgs),
+}
+
+/// Exit code for a failed check or operation (usage errors exit 2, from clap).
+const EXIT_FAILURE: u8 = 1;
 
 /// Parses the command line, runs the subcommand, and maps errors to exit codes.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("airlift: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Copy(a) => copy::run(a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("airlift: error: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }

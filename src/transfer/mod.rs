@@ -1,1 +1,51 @@
-//! transfer (to be written)
+//! Moving content: one graph, several places it can come from or go to.
+//!
+//! - [`walk`] builds a [`graph::Graph`] from a registry;
+//! - [`place`] decides where each manifest and blob goes at a destination registry
+//!   (imgpkg's flat `--to-repo` layout, or `--to-registry` keeping paths);
+//! - [`publish`] pushes a graph to a registry from any [`publish::BlobSource`]
+//!   (another registry for `copy`, an archive for `import`): blobs first, then
+//!   manifests children-first, tags last.
+
+pub mod graph;
+pub mod place;
+pub mod progress;
+pub mod publish;
+pub mod walk;
+
+use crate::registry::RegistryError;
+
+/// Why a transfer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// A registry call failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The content graph is malformed (missing lock, bad reference, cycle, …).
+    #[error("{0}")]
+    Graph(String),
+    /// The request does not fit the content (e.g. `-b` on a plain image).
+    #[error("{0}")]
+    Usage(String),
+    /// Something was bigger than airlift accepts.
+    #[error("{what} is {size} bytes, over the {limit}-byte limit")]
+    TooLarge {
+        /// What.
+        what: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Reading or writing a local file failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Any other failure of a source or sink (archive reader/writer).
+    #[error("{0}")]
+    Other(String),
+}

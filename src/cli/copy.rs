@@ -1,0 +1,92 @@
+//! `airlift copy`: registry-to-registry relocation for a host that sees both sides.
+
+use std::sync::Arc;
+
+use airlift::transfer::place::{Destination, Placement};
+use airlift::transfer::progress::Progress;
+use airlift::transfer::publish::{RegistrySource, push_blobs, push_manifests_and_tags};
+use airlift::transfer::walk::{RootRequest, Walker};
+use clap::Args;
+
+use super::common::{RegistryArgs, RunArgs, parse_ref};
+
+/// Copy a bundle or images, with everything they reference, straight to another registry.
+///
+/// Uses the same layouts as `airlift import`: `--to-repo` reproduces imgpkg's flat
+/// relocation (everything in one repository, tagged `sha256-<hex>.imgpkg`), `--to-registry`
+/// keeps repository paths under a prefix. Blobs the destination already has are skipped;
+/// on the same registry, blobs are mounted instead of copied.
+#[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["bundle", "image"]))]
+#[command(group = clap::ArgGroup::new("dest").required(true).args(["to_repo", "to_registry"]))]
+pub struct CopyArgs {
+    /// Bundle to copy, with every image its lock names (nested bundles too).
+    #[arg(short = 'b', long = "bundle", value_name = "REF")]
+    pub bundle: Option<String>,
+    /// Image or index to copy (all platforms); repeatable.
+    #[arg(short = 'i', long = "image", value_name = "REF")]
+    pub image: Vec<String>,
+    /// Destination repository for imgpkg's flat layout.
+    #[arg(long = "to-repo", value_name = "REPO")]
+    pub to_repo: Option<String>,
+    /// Destination registry (and optional path prefix) keeping repository paths.
+    #[arg(long = "to-registry", value_name = "PREFIX")]
+    pub to_registry: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+pub async fn run(args: CopyArgs) -> anyhow::Result<()> {
+    let registries = args.registry.registries()?;
+    let mut requests = Vec::new();
+    if let Some(b) = &args.bundle {
+        requests.push(RootRequest::Bundle(parse_ref(b, "-b")?));
+    }
+    for i in &args.image {
+        requests.push(RootRequest::Image(parse_ref(i, "-i")?));
+    }
+    let dest = match (&args.to_repo, &args.to_registry) {
+        (Some(r), _) => Destination::Repo(parse_ref(r, "--to-repo")?),
+        (_, Some(p)) => Destination::Registry(p.clone()),
+        _ => anyhow::bail!("one of --to-repo or --to-registry is required"),
+    };
+    let concurrency = usize::from(args.run.concurrency);
+    let graph = Walker::new(&registries, concurrency)
+        .walk(&requests)
+        .await?;
+    let placement = Placement::plan(&graph, &dest)?;
+    let progress = Arc::new(Progress::new(
+        args.run.progress_mode(),
+        "copy",
+        graph.blobs.len() as u64,
+        graph.blobs.values().map(|b| b.desc.size).sum(),
+    ));
+    let source = RegistrySource::new(&registries);
+    let mut report = push_blobs(
+        &registries,
+        &graph,
+        &placement,
+        &source,
+        concurrency,
+        &progress,
+    )
+    .await?;
+    push_manifests_and_tags(&registries, &graph, &placement, &[], &mut report).await?;
+    progress.finish();
+    for root in &graph.roots {
+        if let Some(to) = placement.mapping.get(root.reference.original()) {
+            println!("{} -> {to}", root.reference.original());
+        }
+    }
+    eprintln!(
+        "copied {} manifests, {} blobs ({} bytes); {} blobs already present, {} mounted",
+        report.manifests_pushed,
+        report.blobs_pushed,
+        report.bytes_pushed,
+        report.blobs_present,
+        report.blobs_mounted
+    );
+    Ok(())
+}

@@ -1,0 +1,590 @@
+//! One registry host: manifests by exact bytes, blobs as verified streams, retries around every call.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use http::HeaderValue;
+use oci_client::errors::OciDistributionError;
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+use tokio::sync::mpsc;
+
+use super::auth::{Credential, Resolved};
+use super::error::RegistryError;
+use super::retry::RetryPolicy;
+use crate::digest::{Digest, Verifier};
+use crate::oci::{Descriptor, RawManifest, media_type};
+use crate::reference::Reference;
+
+/// Upper bound for a manifest's size: larger answers are refused, not buffered.
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// Chunks buffered between a blob download and its consumer (bounds memory per blob).
+const BLOB_CHANNEL_CHUNKS: usize = 16;
+
+/// A client for one registry host.
+pub struct RegistryClient {
+    host: String,
+    client: oci_client::Client,
+    auth: RegistryAuth,
+    resolved: Resolved,
+    retry: RetryPolicy,
+}
+
+/// The bytes of one blob, verified against its digest as they arrive.
+///
+/// The last item is an error if the content did not match: consumers must not
+/// treat the data as good until the stream has ended without error.
+pub struct BlobStream {
+    rx: mpsc::Receiver<Result<Bytes, RegistryError>>,
+}
+
+impl BlobStream {
+    /// The next chunk, `None` at a verified end.
+    pub async fn next(&mut self) -> Option<Result<Bytes, RegistryError>> {
+        self.rx.recv().await
+    }
+
+    /// The chunks as an `io::Result` stream, for uploads and other async consumers.
+    pub fn into_io_stream(self) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+        futures::stream::unfold(self.rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|r| (r.map_err(std::io::Error::other), rx))
+        })
+    }
+
+    /// A blocking `Read` over the stream, for writers that run on their own thread.
+    pub fn into_blocking_reader(self) -> BlockingBlobReader {
+        BlockingBlobReader {
+            rx: self.rx,
+            current: Bytes::new(),
+            done: false,
+        }
+    }
+}
+
+/// A blocking reader over a [`BlobStream`]; call from a blocking thread only.
+pub struct BlockingBlobReader {
+    rx: mpsc::Receiver<Result<Bytes, RegistryError>>,
+    current: Bytes,
+    done: bool,
+}
+
+impl std::io::Read for BlockingBlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.current = b,
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Err(std::io::Error::other(e));
+                }
+                None => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+fn oci_ref(r: &Reference) -> oci_client::Reference {
+    match (r.tag(), r.digest()) {
+        (_, Some(d)) => oci_client::Reference::with_digest(
+            r.registry().to_owned(),
+            r.repository().to_owned(),
+            d.to_string(),
+        ),
+        (Some(t), None) => oci_client::Reference::with_tag(
+            r.registry().to_owned(),
+            r.repository().to_owned(),
+            t.to_owned(),
+        ),
+        (None, None) => oci_client::Reference::with_tag(
+            r.registry().to_owned(),
+            r.repository().to_owned(),
+            "latest".to_owned(),
+        ),
+    }
+}
+
+fn oci_desc(d: &Descriptor) -> OciDescriptor {
+    OciDescriptor {
+        media_type: d.media_type.clone(),
+        digest: d.digest.to_string(),
+        size: d.size as i64,
+        ..Default::default()
+    }
+}
+
+fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        src = s.source();
+    }
+    text
+}
+
+impl RegistryClient {
+    pub(super) fn new(
+        host: String,
+        client: oci_client::Client,
+        resolved: Resolved,
+        retry: RetryPolicy,
+    ) -> RegistryClient {
+        let auth = match &resolved.credential {
+            Credential::Anonymous => RegistryAuth::Anonymous,
+            Credential::Basic { username, password } => {
+                RegistryAuth::Basic(username.clone(), password.clone())
+            }
+            Credential::Bearer(t) => RegistryAuth::Bearer(t.clone()),
+        };
+        RegistryClient {
+            host,
+            client,
+            auth,
+            resolved,
+            retry,
+        }
+    }
+
+    /// The host this client talks to.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Turns an oci-client error into one that names the host and says what to do.
+    fn map_err(&self, what: &str, e: OciDistributionError) -> RegistryError {
+        let host = self.host.clone();
+        let what = what.to_owned();
+        let unauthorized = |host: String, what: String| RegistryError::Unauthorized {
+            host,
+            what,
+            credential_source: self.resolved.source.clone(),
+            searched: self.resolved.searched.join(", "),
+        };
+        match e {
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => unauthorized(host, what),
+            OciDistributionError::RegistryError { envelope, .. } => {
+                let code_text = |c: &oci_client::errors::OciErrorCode| {
+                    serde_json::to_string(c)
+                        .unwrap_or_default()
+                        .trim_matches('"')
+                        .to_owned()
+                };
+                let codes: Vec<String> =
+                    envelope.errors.iter().map(|e| code_text(&e.code)).collect();
+                let detail = envelope
+                    .errors
+                    .iter()
+                    .map(|e| format!("{}: {}", code_text(&e.code), e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                if codes.iter().any(|c| {
+                    matches!(
+                        c.as_str(),
+                        "MANIFEST_UNKNOWN" | "BLOB_UNKNOWN" | "NAME_UNKNOWN" | "NOT_FOUND"
+                    )
+                }) {
+                    RegistryError::NotFound { host, what }
+                } else if codes.iter().any(|c| c == "UNAUTHORIZED" || c == "DENIED") {
+                    unauthorized(host, what)
+                } else if codes.iter().any(|c| c.contains("TOOMANYREQUESTS")) {
+                    RegistryError::Server {
+                        host,
+                        what,
+                        status: Some(429),
+                        detail,
+                    }
+                } else {
+                    RegistryError::Server {
+                        host,
+                        what,
+                        status: Some(400),
+                        detail,
+                    }
+                }
+            }
+            OciDistributionError::ServerError { code, message, .. } => match code {
+                404 => RegistryError::NotFound { host, what },
+                401 | 403 => unauthorized(host, what),
+                _ => RegistryError::Server {
+                    host,
+                    what,
+                    status: Some(code),
+                    detail: format!(
+                        "HTTP {code} {}",
+                        message.chars().take(300).collect::<String>()
+                    ),
+                },
+            },
+            OciDistributionError::ImageManifestNotFoundError(_) => {
+                RegistryError::NotFound { host, what }
+            }
+            OciDistributionError::RequestError(re) => {
+                let detail = chain_text(&re);
+                let lower = detail.to_lowercase();
+                if lower.contains("certificate") || lower.contains("unknownissuer") {
+                    RegistryError::UntrustedCertificate { host, detail }
+                } else if let Some(status) = re.status() {
+                    RegistryError::Server {
+                        host,
+                        what,
+                        status: Some(status.as_u16()),
+                        detail,
+                    }
+                } else {
+                    RegistryError::Unreachable { host, what, detail }
+                }
+            }
+            OciDistributionError::IoError(io) => RegistryError::Unreachable {
+                host,
+                what,
+                detail: io.to_string(),
+            },
+            OciDistributionError::DigestError(d) => RegistryError::Server {
+                host,
+                what,
+                status: None,
+                detail: format!("content does not match its digest: {d}"),
+            },
+            other => RegistryError::Server {
+                host,
+                what,
+                status: None,
+                detail: other.to_string(),
+            },
+        }
+    }
+
+    /// Fetches a manifest or index by tag or digest, keeping its exact bytes; checks the digest when asked by digest.
+    pub async fn get_manifest(&self, r: &Reference) -> Result<RawManifest, RegistryError> {
+        let what = format!("manifest {r}");
+        let image = oci_ref(r);
+        let (bytes, _digest) = self
+            .retry
+            .run(|| async {
+                self.client
+                    .pull_manifest_raw(&image, &self.auth, &media_type::ALL_MANIFESTS)
+                    .await
+                    .map_err(|e| self.map_err(&what, e))
+            })
+            .await?;
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(RegistryError::Server {
+                host: self.host.clone(),
+                what,
+                status: None,
+                detail: format!(
+                    "manifest of {} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit",
+                    bytes.len()
+                ),
+            });
+        }
+        let m = RawManifest::from_bytes(bytes, None).map_err(|source| RegistryError::Manifest {
+            host: self.host.clone(),
+            source,
+        })?;
+        if let Some(d) = r.digest() {
+            d.expect(&m.digest)
+                .map_err(|source| RegistryError::Content {
+                    host: self.host.clone(),
+                    what: what.clone(),
+                    source,
+                })?;
+        }
+        Ok(m)
+    }
+
+    /// Resolves a reference to its manifest digest with a HEAD request.
+    pub async fn resolve_digest(&self, r: &Reference) -> Result<Digest, RegistryError> {
+        let what = format!("manifest {r}");
+        let image = oci_ref(r);
+        let d = self
+            .retry
+            .run(|| async {
+                self.client
+                    .fetch_manifest_digest(&image, &self.auth)
+                    .await
+                    .map_err(|e| self.map_err(&what, e))
+            })
+            .await?;
+        d.parse()
+            .map_err(|e: crate::digest::DigestError| RegistryError::Server {
+                host: self.host.clone(),
+                what,
+                status: None,
+                detail: e.to_string(),
+            })
+    }
+
+    /// Whether a manifest exists at `r` (tag or digest).
+    pub async fn manifest_exists(&self, r: &Reference) -> Result<bool, RegistryError> {
+        match self.resolve_digest(r).await {
+            Ok(_) => Ok(true),
+            Err(RegistryError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the repository of `repo` has the blob `digest`.
+    pub async fn blob_exists(
+        &self,
+        repo: &Reference,
+        digest: &Digest,
+    ) -> Result<bool, RegistryError> {
+        let what = format!("blob {}@{digest}", repo.repo_name());
+        let image = oci_ref(repo);
+        let d = digest.to_string();
+        self.retry
+            .run(|| async {
+                self.client
+                    .blob_exists(&image, &d)
+                    .await
+                    .map_err(|e| self.map_err(&what, e))
+            })
+            .await
+    }
+
+    /// Lists the tags of the repository of `repo`.
+    pub async fn list_tags(&self, repo: &Reference) -> Result<Vec<String>, RegistryError> {
+        let what = format!("tag list of {}", repo.repo_name());
+        let image = oci_ref(repo);
+        let resp = self
+            .retry
+            .run(|| async {
+                self.client
+                    .list_tags(&image, &self.auth, None, None)
+                    .await
+                    .map_err(|e| self.map_err(&what, e))
+            })
+            .await;
+        match resp {
+            Ok(t) => Ok(t.tags),
+            Err(RegistryError::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Streams a blob, verifying size and digest, resuming with HTTP Range after a broken connection.
+    pub fn get_blob(self: &Arc<Self>, repo: &Reference, desc: &Descriptor) -> BlobStream {
+        let (tx, rx) = mpsc::channel(BLOB_CHANNEL_CHUNKS);
+        let this = Arc::clone(self);
+        let repo = repo.clone();
+        let desc = desc.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.pump_blob(&repo, &desc, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        BlobStream { rx }
+    }
+
+    async fn pump_blob(
+        &self,
+        repo: &Reference,
+        desc: &Descriptor,
+        tx: &mpsc::Sender<Result<Bytes, RegistryError>>,
+    ) -> Result<(), RegistryError> {
+        let what = format!("blob {}@{}", repo.repo_name(), desc.digest);
+        let image = oci_ref(repo);
+        let odesc = oci_desc(desc);
+        let mut verifier = Verifier::new(desc.digest.clone(), Some(desc.size));
+        let mut attempt = 0u32;
+        loop {
+            let offset = verifier.seen();
+            let opened = if offset == 0 {
+                self.client
+                    .pull_blob_stream(&image, &odesc)
+                    .await
+                    .map(|s| (s, 0u64))
+            } else {
+                match self
+                    .client
+                    .pull_blob_stream_partial(&image, &odesc, offset, None)
+                    .await
+                {
+                    // The registry ignored Range: skip what we already have.
+                    Ok(oci_client::client::BlobResponse::Full(s)) => Ok((s, offset)),
+                    Ok(oci_client::client::BlobResponse::Partial(s)) => Ok((s, 0)),
+                    Err(e) => Err(e),
+                }
+            };
+            let failure = match opened {
+                Err(e) => self.map_err(&what, e),
+                Ok((mut stream, mut skip)) => {
+                    let mut failure = None;
+                    while let Some(item) = stream.next().await {
+                        match item {
+                            Ok(mut chunk) => {
+                                if skip > 0 {
+                                    let n = (skip as usize).min(chunk.len());
+                                    let _ = chunk.split_to(n);
+                                    skip -= n as u64;
+                                    if chunk.is_empty() {
+                                        continue;
+                                    }
+                                }
+                                verifier.update(&chunk).map_err(|source| {
+                                    RegistryError::Content {
+                                        host: self.host.clone(),
+                                        what: what.clone(),
+                                        source,
+                                    }
+                                })?;
+                                if tx.send(Ok(chunk)).await.is_err() {
+                                    return Ok(()); // consumer gone
+                                }
+                            }
+                            Err(e) => {
+                                let text = e.to_string();
+                                // oci-client verifies whole responses itself; a mismatch is not retried.
+                                if text.to_lowercase().contains("digest") {
+                                    return Err(RegistryError::Server {
+                                        host: self.host.clone(),
+                                        what: what.clone(),
+                                        status: None,
+                                        detail: format!(
+                                            "content does not match {}: {text}",
+                                            desc.digest
+                                        ),
+                                    });
+                                }
+                                failure = Some(RegistryError::Unreachable {
+                                    host: self.host.clone(),
+                                    what: what.clone(),
+                                    detail: text,
+                                });
+                                break;
+                            }
+                        }
+                    }
+                    match failure {
+                        None if verifier.seen() == desc.size => {
+                            return verifier.finish().map_err(|source| RegistryError::Content {
+                                host: self.host.clone(),
+                                what,
+                                source,
+                            });
+                        }
+                        None => RegistryError::Unreachable {
+                            host: self.host.clone(),
+                            what: what.clone(),
+                            detail: format!(
+                                "connection ended after {} of {} bytes",
+                                verifier.seen(),
+                                desc.size
+                            ),
+                        },
+                        Some(f) => f,
+                    }
+                }
+            };
+            if !failure.is_retryable() || attempt >= self.retry.retries {
+                return Err(failure);
+            }
+            tokio::time::sleep(self.retry.delay(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    /// Uploads a blob in one streamed PUT; `open` gives a fresh stream for each attempt.
+    pub async fn put_blob<S, F, Fut>(
+        &self,
+        repo: &Reference,
+        desc: &Descriptor,
+        mut open: F,
+    ) -> Result<(), RegistryError>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::io::Result<S>>,
+    {
+        let what = format!("upload of blob {} to {}", desc.digest, repo.repo_name());
+        let image = oci_ref(repo);
+        let digest = desc.digest.to_string();
+        let open = &mut open;
+        let mut attempt = 0u32;
+        loop {
+            let stream = open().await.map_err(|e| RegistryError::Upload {
+                host: self.host.clone(),
+                digest: desc.digest.clone(),
+                detail: e.to_string(),
+            })?;
+            let stream = stream.map(|r| r.map_err(OciDistributionError::IoError));
+            let result = self
+                .client
+                .push_blob_stream(&image, stream, &digest, Some(desc.size))
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    // An error from our own stream (bad archive data) is not the registry's fault.
+                    if let OciDistributionError::RequestError(re) = &e {
+                        let text = chain_text(re);
+                        if text.contains("digest mismatch") || text.contains("size mismatch") {
+                            return RegistryError::Upload {
+                                host: self.host.clone(),
+                                digest: desc.digest.clone(),
+                                detail: text,
+                            };
+                        }
+                    }
+                    self.map_err(&what, e)
+                });
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_retryable() && attempt < self.retry.retries => {
+                    tokio::time::sleep(self.retry.delay(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Asks the registry to mount `digest` from another repository; false when it would not.
+    pub async fn mount_blob(&self, repo: &Reference, from: &Reference, digest: &Digest) -> bool {
+        let image = oci_ref(repo);
+        let source = oci_ref(from);
+        self.client
+            .mount_blob(&image, &source, &digest.to_string())
+            .await
+            .is_ok()
+    }
+
+    /// Pushes a manifest with its exact bytes and media type, at `r`'s tag or digest.
+    pub async fn put_manifest(&self, r: &Reference, m: &RawManifest) -> Result<(), RegistryError> {
+        let what = format!("push of manifest {} as {r}", m.digest);
+        let image = oci_ref(r);
+        let ct = HeaderValue::from_str(&m.media_type).map_err(|e| RegistryError::Server {
+            host: self.host.clone(),
+            what: what.clone(),
+            status: None,
+            detail: e.to_string(),
+        })?;
+        self.retry
+            .run(|| async {
+                self.client
+                    .push_manifest_raw(&image, m.bytes.clone(), ct.clone())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.map_err(&what, e))
+            })
+            .await
+    }
+}

@@ -1,0 +1,142 @@
+//! Where content lands at a destination registry.
+//!
+//! Two layouts: imgpkg's flat one (`--to-repo`: everything in one repository,
+//! tagged `sha256-<hex>.imgpkg`) and a path-keeping one (`--to-registry`: each
+//! repository moved under a prefix, original tags kept).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::TransferError;
+use super::graph::Graph;
+use crate::digest::Digest;
+use crate::reference::Reference;
+
+/// Where the walk's content goes at the destination.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    /// Repositories (`registry/path`) each manifest must exist in, by digest.
+    pub manifest_repos: BTreeMap<Digest, BTreeSet<String>>,
+    /// Repositories each config/layer blob must exist in.
+    pub blob_repos: BTreeMap<Digest, BTreeSet<String>>,
+    /// Tags to set last: (`registry/path`, tag, manifest digest).
+    pub tags: Vec<(String, String, Digest)>,
+    /// Where each root and locked image ends up: original text → destination digest reference.
+    pub mapping: BTreeMap<String, Reference>,
+}
+
+/// The destination layout asked for.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// `--to-repo REPO`: imgpkg's flat relocation layout.
+    Repo(Reference),
+    /// `--to-registry PREFIX`: `PREFIX/<original repository path>`.
+    Registry(String),
+}
+
+/// imgpkg's tag for content kept alive in a flat repository.
+pub fn imgpkg_tag(d: &Digest) -> String {
+    format!("{}.imgpkg", d.tag_form())
+}
+
+fn repo_ref(repo: &str, d: &Digest) -> Result<Reference, TransferError> {
+    Reference::parse(&format!("{repo}@{d}"))
+        .map_err(|e| TransferError::Usage(format!("destination {repo}: {e}")))
+}
+
+impl Placement {
+    /// Computes where everything in `graph` goes for `dest`.
+    pub fn plan(graph: &Graph, dest: &Destination) -> Result<Placement, TransferError> {
+        let mut p = Placement::default();
+        let repo_for = |source_repo: &Reference| -> String {
+            match dest {
+                Destination::Repo(r) => r.repo_name(),
+                Destination::Registry(prefix) => {
+                    format!(
+                        "{}/{}",
+                        prefix.trim_end_matches('/'),
+                        source_repo.repository()
+                    )
+                }
+            }
+        };
+        if let Destination::Registry(prefix) = dest {
+            // Validate the prefix once, with a clear message.
+            repo_ref(
+                &format!("{}/x", prefix.trim_end_matches('/')),
+                &Digest::sha256_of(b""),
+            )?;
+        }
+        // The repository path a manifest is known by: the lock's text for locked images, else where it was found.
+        let mut known_as: BTreeMap<&Digest, Reference> = BTreeMap::new();
+        for img in &graph.locked {
+            if let Ok(r) = Reference::parse(&img.image) {
+                known_as.entry(&img.digest).or_insert(r);
+            }
+        }
+        for root in &graph.roots {
+            known_as.insert(&root.digest, root.reference.clone());
+        }
+        for (d, node) in &graph.manifests {
+            let source = known_as.get(d).unwrap_or(&node.repo);
+            p.manifest_repos
+                .entry(d.clone())
+                .or_default()
+                .insert(repo_for(source));
+        }
+        // Index children follow their parent's repository, so `--to-registry` keeps each image whole.
+        for node in graph.manifests.values() {
+            let parent_repos = p
+                .manifest_repos
+                .get(&node.manifest.digest)
+                .cloned()
+                .unwrap_or_default();
+            for child in node.manifest.child_manifests() {
+                p.manifest_repos
+                    .entry(child.digest.clone())
+                    .or_default()
+                    .extend(parent_repos.iter().cloned());
+            }
+        }
+        for (d, blob) in &graph.blobs {
+            let repos = p.blob_repos.entry(d.clone()).or_default();
+            for parent in &blob.referenced_by {
+                if let Some(r) = p.manifest_repos.get(parent) {
+                    repos.extend(r.iter().cloned());
+                }
+            }
+        }
+        for root in &graph.roots {
+            let repo = repo_for(&root.reference);
+            if let Some(t) = root.reference.tag() {
+                p.tags
+                    .push((repo.clone(), t.to_owned(), root.digest.clone()));
+            }
+            if let Destination::Repo(_) = dest {
+                p.tags
+                    .push((repo.clone(), imgpkg_tag(&root.digest), root.digest.clone()));
+            }
+            p.mapping.insert(
+                root.reference.original().to_owned(),
+                repo_ref(&repo, &root.digest)?,
+            );
+        }
+        for img in &graph.locked {
+            let source = known_as
+                .get(&img.digest)
+                .ok_or_else(|| TransferError::Graph(format!("{} missing", img.image)))?;
+            let repo = repo_for(source);
+            p.tags
+                .push((repo.clone(), imgpkg_tag(&img.digest), img.digest.clone()));
+            p.mapping
+                .insert(img.image.clone(), repo_ref(&repo, &img.digest)?);
+        }
+        p.tags.sort();
+        p.tags.dedup();
+        Ok(p)
+    }
+
+    /// A digest reference for `d` in `repo`.
+    pub fn at(repo: &str, d: &Digest) -> Result<Reference, TransferError> {
+        repo_ref(repo, d)
+    }
+}
