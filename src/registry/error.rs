@@ -100,10 +100,9 @@ impl RegistryError {
     pub fn is_retryable(&self) -> bool {
         match self {
             RegistryError::Unreachable { .. } => true,
-            RegistryError::Server { status, .. } => match status {
-                Some(s) => *s == 429 || *s >= 500 || *s == 408,
-                None => false,
-            },
+            RegistryError::Server {
+                status: Some(s), ..
+            } => *s == 429 || *s >= 500 || *s == 408,
             _ => false,
         }
     }

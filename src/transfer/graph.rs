@@ -139,7 +139,7 @@ impl Graph {
             });
             if remaining.len() == before {
                 // A cycle cannot be pushed in any order; append what is left so callers see it fail.
-                out.extend(remaining.drain(..));
+                out.append(&mut remaining);
             }
         }
         out
