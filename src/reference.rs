@@ -7,7 +7,9 @@
 //! A reference is `[host[:port]/]path[:tag][@digest]`. The rules follow
 //! go-containerregistry's `name.ParseReference` (which imgpkg and kbld use) for
 //! *defaults*, and docker's `distribution/reference` grammar for *validation*,
-//! which is the stricter of the two:
+//! which is the stricter of the two. (go-containerregistry's `StrictValidation`
+//! option means "no defaults at all"; we keep its default-filling weak mode, since
+//! `redis` must mean Docker Hub's `library/redis:latest`, and validate strictly.)
 //!
 //! - The first `/`-separated component is the registry host when it contains
 //!   `.` or `:`, is `localhost`, or is a bracketed IPv6 address; otherwise the
