@@ -10,7 +10,7 @@ use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use tokio::sync::mpsc;
 
-use super::auth::{Credential, Resolved};
+use super::auth::Resolved;
 use super::error::RegistryError;
 use super::retry::RetryPolicy;
 use crate::digest::{Digest, Verifier};
@@ -146,13 +146,7 @@ impl RegistryClient {
         resolved: Resolved,
         retry: RetryPolicy,
     ) -> RegistryClient {
-        let auth = match &resolved.credential {
-            Credential::Anonymous => RegistryAuth::Anonymous,
-            Credential::Basic { username, password } => {
-                RegistryAuth::Basic(username.clone(), password.clone())
-            }
-            Credential::Bearer(t) => RegistryAuth::Bearer(t.clone()),
-        };
+        let auth = resolved.credential.to_registry_auth();
         RegistryClient {
             host,
             client,

@@ -106,7 +106,11 @@ impl Registries {
             return Ok(Arc::clone(c));
         }
         let plain = (self.opts.insecure || is_loopback_host(host)) && speaks_plain_http(host).await;
-        let resolved = auth::resolve(host, &self.opts.auth, &self.opts.env)
+        // Credential helpers are external programs: run the lookup off the async threads.
+        let (h, a, env) = (host.to_owned(), self.opts.auth.clone(), self.opts.env.clone());
+        let resolved = tokio::task::spawn_blocking(move || auth::resolve(&h, &a, &env))
+            .await
+            .map_err(|e| RegistryError::Config(format!("credential lookup for {host}: {e}")))?
             .map_err(|e| RegistryError::Config(e.to_string()))?;
         let config = ClientConfig {
             protocol: if plain {
