@@ -141,9 +141,25 @@ fn restart_keeps_content_and_drop_kills_the_child() {
     let raw = support::skopeo_inspect_raw("harness/app:v1", &reg);
     assert_eq!(support::sha256_digest(&raw), image.manifest_digest);
 
+    // Port briefly held by someone else: restart retries until it is free again.
     reg.stop();
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", reg.port())).unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        drop(squatter);
+    });
     reg.restart();
+    release.join().unwrap();
+    assert!(
+        reg.log().contains("address already in use"),
+        "{}",
+        reg.log()
+    );
     assert_eq!(support::skopeo_list_tags("harness/app", &reg), vec!["v1"]);
+    assert_eq!(
+        support::skopeo_inspect_raw(&format!("harness/app@{}", image.manifest_digest), &reg),
+        image.manifest
+    );
 
     let pid = reg.pid().expect("running");
     let storage = reg.storage_dir();

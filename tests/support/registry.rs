@@ -1,6 +1,6 @@
 //! A real CNCF distribution registry as a child process, on 127.0.0.1 only.
 
-use std::fs::{self, File};
+use std::fs::{self, OpenOptions};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -113,8 +113,17 @@ impl Registry {
     /// Err(log) when the child exited because the port was taken (the caller may retry);
     /// panics with the log on any other early exit or on timeout.
     fn spawn_and_wait(&mut self) -> Result<(), String> {
-        let stdout = File::create(self.dir.path().join("stdout.log")).expect("create stdout.log");
-        let stderr = File::create(self.log_path()).expect("create registry.log");
+        // Logs accumulate across restarts; only this run's part decides about port retries.
+        let append = |path: PathBuf| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+        };
+        let stdout = append(self.dir.path().join("stdout.log"));
+        let stderr = append(self.log_path());
+        let log_start = stderr.metadata().map(|m| m.len()).unwrap_or(0);
         let child = Command::new(REGISTRY_BIN)
             .arg("serve")
             .arg(&self.config)
@@ -133,7 +142,9 @@ impl Registry {
             if let Some(status) = self.child_mut().try_wait().expect("try_wait registry") {
                 self.child = None;
                 let log = self.log();
-                if log.contains("address already in use") {
+                let this_run = fs::read(self.log_path()).unwrap_or_default();
+                let this_run = this_run.get(log_start as usize..).unwrap_or_default();
+                if String::from_utf8_lossy(this_run).contains("address already in use") {
                     return Err(log);
                 }
                 panic!("registry exited early with {status}; log:\n{log}");
@@ -174,6 +185,12 @@ impl Registry {
     /// `127.0.0.1:PORT`, the registry part of image references.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:PORT/REPO_REF`: a full reference for airlift or skopeo, e.g.
+    /// `reg.reference("team/app:v1")` or `reg.reference("team/app@sha256:…")`.
+    pub fn reference(&self, repo_ref: &str) -> String {
+        format!("{}/{repo_ref}", self.host())
     }
 
     /// TCP port the registry listens on (stable across `restart`).
@@ -232,7 +249,8 @@ impl Registry {
         self.dir.path().join("registry.log")
     }
 
-    /// Registry's stderr log (level warn) plus its stdout, for failure messages.
+    /// Registry's stderr log (level warn) plus its stdout, for failure messages; accumulated
+    /// over all starts of this registry.
     pub fn log(&self) -> String {
         let err = fs::read_to_string(self.log_path()).unwrap_or_default();
         let out = fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default();
@@ -304,7 +322,7 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        if self.child.is_some() && std::thread::panicking() {
+        if std::thread::panicking() {
             eprintln!("--- registry {} log ---\n{}", self.host(), self.log());
         }
         self.kill();
