@@ -18,12 +18,18 @@ pub const DEFAULT_MAX_BYTES: u64 = 16 * 1024 * 1024;
 /// Default largest number of nodes (after alias expansion) in one file.
 pub const DEFAULT_MAX_NODES: usize = 2_000_000;
 
+/// Alias expansion may multiply a document's size by at most this factor (beyond the minimum).
+const NODES_PER_BYTE: usize = 4;
+/// Node budget granted to any document, however short.
+const MIN_NODE_BUDGET: usize = 100_000;
+
 /// Bounds applied while reading untrusted YAML.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest accepted file size in bytes, checked before parsing.
     pub max_bytes: u64,
-    /// Largest number of nodes, counted after alias expansion, across all documents of a file.
+    /// Largest number of nodes, counted after alias expansion, across all documents of a file
+    /// (further bounded by 4 nodes per byte of text, at least 100 000).
     pub max_nodes: usize,
 }
 
@@ -191,7 +197,15 @@ pub fn parse_documents(text: &str, name: &Path, limits: &Limits) -> Result<Vec<N
             limit: limits.max_bytes,
         });
     }
-    let budget = Cell::new(limits.max_nodes);
+    // Without aliases a node takes at least two bytes of text, so a budget proportional to the
+    // text (with generous room for legitimate anchors) stops expansion bombs early.
+    let budget = Cell::new(
+        limits.max_nodes.min(
+            text.len()
+                .saturating_mul(NODES_PER_BYTE)
+                .max(MIN_NODE_BUDGET),
+        ),
+    );
     let mut docs = Vec::new();
     for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
         let node = NodeSeed { budget: &budget }
