@@ -255,7 +255,7 @@ fn bundle_input_validation_is_imgpkgs() {
     assert!(err.to_string().contains("directly under"), "{err}");
     // No images.yml.
     std::fs::remove_file(nested.join(".imgpkg/images.yml")).unwrap();
-    let err = bundle::validate_bundle_inputs(&[nested.clone()]).unwrap_err();
+    let err = bundle::validate_bundle_inputs(std::slice::from_ref(&nested)).unwrap_err();
     assert!(err.to_string().contains("images.yml"), "{err}");
     // Two .imgpkg dirs.
     std::fs::create_dir_all(outer.path().join(".imgpkg")).unwrap();

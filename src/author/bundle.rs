@@ -43,7 +43,7 @@ pub fn validate_bundle_inputs(inputs: &[PathBuf]) -> Result<PathBuf, AuthorError
         }),
         [one] => {
             let parent = one.parent().map(Path::to_path_buf).unwrap_or_default();
-            if !inputs.iter().any(|i| *i == parent) {
+            if !inputs.contains(&parent) {
                 return Err(AuthorError::InvalidInput {
                     path: one.clone(),
                     message: "the '.imgpkg' directory must be directly under one of the input \

@@ -65,7 +65,7 @@ pub fn extract_tar<R: Read>(
         if count > limits.max_entries {
             return Err(refuse("too many entries in layer"));
         }
-        let rel = safe_relative(&raw_name).map_err(|r| refuse(r))?;
+        let rel = safe_relative(&raw_name).map_err(refuse)?;
         let kind = entry.header().entry_type();
         let mode = entry.header().mode().unwrap_or(0o600);
         match kind {
