@@ -17,3 +17,4 @@ pub mod oci;
 pub mod reference;
 pub mod registry;
 pub mod transfer;
+pub mod yaml;

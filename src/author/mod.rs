@@ -1,31 +1,66 @@
-//! imgpkg/kbld-compatible authoring (interim stub until the author branch lands).
+//! imgpkg/kbld-compatible authoring: locks, reference scanning and rewriting, bundle layers.
+//!
+//! Everything here works without a registry; the CLI wires it to one. Output formats are
+//! byte-compatible with imgpkg 0.43.1 and kbld 0.42.0 so that either tool can take over.
 
-/// Lock files.
-pub mod lock {
-    use std::collections::BTreeMap;
+pub mod bundle;
+pub mod extract;
+pub mod kbld;
+pub mod lock;
+pub mod rewrite;
+pub mod scan;
 
-    /// One lock entry.
-    #[derive(Debug, Clone, serde::Deserialize)]
-    pub struct ImageRef {
-        /// Digest reference.
-        pub image: String,
-        /// Annotations.
-        #[serde(default)]
-        pub annotations: BTreeMap<String, String>,
-    }
+use std::path::PathBuf;
 
-    /// `.imgpkg/images.yml`.
-    #[derive(Debug, Clone, serde::Deserialize)]
-    pub struct ImagesLock {
-        /// Entries.
-        #[serde(default)]
-        pub images: Vec<ImageRef>,
-    }
+use crate::yaml::YamlError;
 
-    impl ImagesLock {
-        /// Parses a lock.
-        pub fn parse(bytes: &[u8]) -> Result<ImagesLock, String> {
-            serde_norway::from_slice(bytes).map_err(|e| e.to_string())
-        }
-    }
+/// Why an authoring step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorError {
+    /// A YAML file could not be read or parsed.
+    #[error(transparent)]
+    Yaml(#[from] YamlError),
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path concerned.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A lock file is well-formed YAML but not a valid lock.
+    #[error("{path}: {message}")]
+    InvalidLock {
+        /// The lock file (or a description of where it came from).
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// References found in configuration have no entry in the lock.
+    #[error("images not found in the lock (kbld.carvel.dev/id):\n- {}", .0.join("\n- "))]
+    Unlocked(Vec<String>),
+    /// Input directories do not form a valid bundle or image.
+    #[error("{path}: {message}")]
+    InvalidInput {
+        /// The offending path.
+        path: PathBuf,
+        /// What imgpkg would refuse, and why.
+        message: String,
+    },
+    /// A layer entry is unsafe or unsupported and was refused.
+    #[error("refusing layer entry {entry:?}: {reason}")]
+    UnsafeEntry {
+        /// The entry name as stored in the tar.
+        entry: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A reference could not be parsed.
+    #[error(transparent)]
+    Reference(#[from] crate::reference::ReferenceError),
+}
+
+pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> AuthorError {
+    let path = path.into();
+    move |source| AuthorError::Io { path, source }
 }

@@ -269,8 +269,12 @@ impl<'a> Walker<'a> {
         let gz = self.small_blob(&node.repo, layer, MAX_SMALL_BLOB).await?;
         let lock_bytes =
             lock_from_layer(&gz).map_err(|e| TransferError::Graph(format!("bundle {at}: {e}")))?;
-        let entries = crate::author::lock::ImagesLock::parse(&lock_bytes)
-            .map_err(|e| TransferError::Graph(format!("bundle {at}: .imgpkg/images.yml: {e}")))?
+        let text = String::from_utf8(lock_bytes.clone()).map_err(|_| {
+            TransferError::Graph(format!("bundle {at}: .imgpkg/images.yml is not UTF-8"))
+        })?;
+        let name = std::path::PathBuf::from(format!("{at}: .imgpkg/images.yml"));
+        let entries = crate::author::lock::ImagesLock::parse(&text, &name, &crate::yaml::Limits::default())
+            .map_err(|e| TransferError::Graph(e.to_string()))?
             .images
             .into_iter()
             .map(|i| (i.image, i.annotations))
