@@ -43,7 +43,10 @@ impl Reference {
             return Err(err("longer than 4096 bytes"));
         }
         let (name, digest) = match text.split_once('@') {
-            Some((n, d)) => (n, Some(d.parse::<Digest>().map_err(|e| err(&e.to_string()))?)),
+            Some((n, d)) => (
+                n,
+                Some(d.parse::<Digest>().map_err(|e| err(&e.to_string()))?),
+            ),
             None => (text, None),
         };
         // A tag is after the last ':' that follows the last '/'.
@@ -58,7 +61,9 @@ impl Reference {
         if let Some(t) = &tag
             && !valid_tag(t)
         {
-            return Err(err("tag must be 1-128 of [A-Za-z0-9_.-], not starting with . or -"));
+            return Err(err(
+                "tag must be 1-128 of [A-Za-z0-9_.-], not starting with . or -",
+            ));
         }
         let (registry, repository) = match name.split_once('/') {
             Some((first, rest))
