@@ -1,0 +1,471 @@
+//! The airlift manifest (`airlift/manifest.json`): what the archive holds, signed.
+//!
+//! Its canonical bytes are what signatures cover, so serialisation is fixed: keys sorted,
+//! no whitespace. The blob table lets a reader know every entry's size and digest before
+//! reading it, which is what makes one-pass, verify-as-you-go import possible.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::ArchiveError;
+use crate::digest::Digest;
+use crate::oci::{Descriptor, RawManifest, media_type};
+
+/// The `format` value of every airlift archive manifest.
+pub const FORMAT_NAME: &str = "airlift-archive";
+/// The format major version this code reads and writes.
+pub const FORMAT_VERSION: u64 = 1;
+/// Annotation carrying an image's reference in `index.json`.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// What a root is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RootKind {
+    /// An imgpkg bundle (its lock's images come along).
+    Bundle,
+    /// A plain image or index.
+    Image,
+}
+
+/// One thing the user asked to carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Root {
+    /// Bundle or image.
+    pub kind: RootKind,
+    /// The reference text exactly as the user gave it.
+    pub reference: String,
+    /// The tag it was resolved from, if it was given by tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// The manifest or index digest.
+    pub digest: Digest,
+    /// That manifest's media type.
+    pub media_type: String,
+}
+
+/// One image in a bundle's `.imgpkg/images.yml` lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockedImage {
+    /// The reference written in the lock (`repo@sha256:…`).
+    pub image: String,
+    /// The lock entry's annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// Whether this image is itself a bundle.
+    pub bundle: bool,
+}
+
+/// A bundle carried in the archive, with the lock that says which images it needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleLock {
+    /// The bundle's manifest digest.
+    pub digest: Digest,
+    /// The lock entries, in lock order.
+    pub images: Vec<LockedImage>,
+}
+
+/// What a blob is to the manifests that name it; the order is the tar group order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// An image manifest.
+    Manifest,
+    /// An image index or manifest list.
+    Index,
+    /// An image config.
+    Config,
+    /// A layer (or any other blob named by a manifest's `layers`).
+    Layer,
+}
+
+impl Role {
+    /// The tar entry group: manifests and indexes, then configs, then layers.
+    pub fn group(self) -> u8 {
+        match self {
+            Role::Manifest | Role::Index => 0,
+            Role::Config => 1,
+            Role::Layer => 2,
+        }
+    }
+
+    /// The role a manifest of media type `mt` has.
+    pub fn of_manifest(mt: &str) -> Role {
+        if media_type::is_index(mt) {
+            Role::Index
+        } else {
+            Role::Manifest
+        }
+    }
+}
+
+/// One row of the blob table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlobEntry {
+    /// The blob's digest (its entry name is derived from it).
+    pub digest: Digest,
+    /// Its length in bytes.
+    pub size: u64,
+    /// The media type the first naming descriptor gave.
+    pub media_type: String,
+    /// What it is.
+    pub role: Role,
+    /// Digests of manifests/indexes in the archive naming it, sorted.
+    #[serde(default)]
+    pub referenced_by: Vec<Digest>,
+}
+
+/// The airlift manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    /// Always [`FORMAT_NAME`].
+    pub format: String,
+    /// Always [`FORMAT_VERSION`] for this code.
+    pub version: u64,
+    /// Creation time, RFC 3339 UTC (`2026-01-02T03:04:05Z`).
+    pub created: String,
+    /// The writing tool and its version.
+    pub tool: String,
+    /// What the user asked for, in order.
+    pub roots: Vec<Root>,
+    /// Every bundle's lock, sorted by digest.
+    #[serde(default)]
+    pub bundles: Vec<BundleLock>,
+    /// Every blob, sorted by digest.
+    pub blobs: Vec<BlobEntry>,
+    /// Reserved for multi-volume archives; absent in v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<serde_json::Value>,
+    /// Reserved for delta archives; absent in v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<serde_json::Value>,
+}
+
+/// A parsed manifest plus the fields this version did not recognise.
+#[derive(Debug, Clone)]
+pub struct ParsedManifest {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// JSON paths of fields not known to this version (tolerated, to be reported).
+    pub unknown_fields: Vec<String>,
+}
+
+/// RFC 3339 UTC text (whole seconds, `Z`) for a Unix time: the manifest's `created`.
+pub fn rfc3339(unix_seconds: u64) -> String {
+    let secs = i64::try_from(unix_seconds).unwrap_or(i64::MAX);
+    match chrono::DateTime::from_timestamp(secs, 0) {
+        Some(t) => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        None => "9999-12-31T23:59:59Z".to_owned(),
+    }
+}
+
+/// The archive time: `SOURCE_DATE_EPOCH` when set and valid, else now.
+pub fn creation_time() -> u64 {
+    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH")
+        && let Ok(t) = v.trim().parse::<u64>()
+    {
+        return t;
+    }
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Canonical JSON of any serialisable value: sorted keys, no whitespace, no newline.
+pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
+    // serde_json's Map is a BTreeMap (the `preserve_order` feature is off; a unit test
+    // guards this), so going through Value sorts every object's keys.
+    let v = serde_json::to_value(value)?;
+    serde_json::to_vec(&v)
+}
+
+fn unknown_paths(
+    original: &serde_json::Value,
+    known: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (original, known) {
+        (Value::Object(o), Value::Object(k)) => {
+            for (key, v) in o {
+                let p = format!("{path}/{key}");
+                match k.get(key) {
+                    Some(kv) => unknown_paths(v, kv, &p, out),
+                    None if v.is_null() => {}
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(o), Value::Array(k)) => {
+            for (i, (ov, kv)) in o.iter().zip(k).enumerate() {
+                unknown_paths(ov, kv, &format!("{path}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+impl Manifest {
+    /// A v1 manifest skeleton with the given creation time and tool.
+    pub fn new(created_unix: u64, tool: impl Into<String>) -> Manifest {
+        Manifest {
+            format: FORMAT_NAME.to_owned(),
+            version: FORMAT_VERSION,
+            created: rfc3339(created_unix),
+            tool: tool.into(),
+            roots: Vec::new(),
+            bundles: Vec::new(),
+            blobs: Vec::new(),
+            volume: None,
+            base: None,
+        }
+    }
+
+    /// The exact bytes to store and sign.
+    pub fn to_canonical_bytes(&self) -> Result<Vec<u8>, ArchiveError> {
+        canonical_json(self).map_err(|source| ArchiveError::Json {
+            name: super::MANIFEST_ENTRY.to_owned(),
+            source,
+        })
+    }
+
+    /// Parses manifest bytes and checks the format rules (name, version, reserved fields,
+    /// blob table sorted and unique); unknown fields are returned, not refused.
+    pub fn parse(bytes: &[u8]) -> Result<ParsedManifest, ArchiveError> {
+        let name = super::MANIFEST_ENTRY;
+        let json = |source| ArchiveError::Json {
+            name: name.to_owned(),
+            source,
+        };
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(json)?;
+        // Check format and version before the shape, so a v2 archive says "unsupported".
+        let format = value.get("format").and_then(|v| v.as_str());
+        if format != Some(FORMAT_NAME) {
+            return Err(ArchiveError::Unsupported(format!(
+                "format {:?}, expected {FORMAT_NAME:?}",
+                format.unwrap_or("(missing)")
+            )));
+        }
+        let version = value.get("version").and_then(|v| v.as_u64());
+        if version != Some(FORMAT_VERSION) {
+            return Err(ArchiveError::Unsupported(format!(
+                "format version {}, this airlift reads version {FORMAT_VERSION}",
+                value
+                    .get("version")
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "(missing)".to_owned())
+            )));
+        }
+        let manifest: Manifest = serde_json::from_value(value.clone()).map_err(json)?;
+        if manifest.volume.is_some() {
+            return Err(ArchiveError::Unsupported(
+                "multi-volume archives (field `volume`) are not supported by this version".into(),
+            ));
+        }
+        if manifest.base.is_some() {
+            return Err(ArchiveError::Unsupported(
+                "delta archives (field `base`) are not supported by this version".into(),
+            ));
+        }
+        for pair in manifest.blobs.windows(2) {
+            if pair[0].digest >= pair[1].digest {
+                return Err(ArchiveError::Invalid {
+                    name: name.to_owned(),
+                    reason: format!(
+                        "blob table not sorted by digest or has duplicates at {}",
+                        pair[1].digest
+                    ),
+                });
+            }
+        }
+        let known = serde_json::to_value(&manifest).map_err(json)?;
+        let mut unknown_fields = Vec::new();
+        unknown_paths(&value, &known, "", &mut unknown_fields);
+        Ok(ParsedManifest {
+            manifest,
+            unknown_fields,
+        })
+    }
+
+    /// Looks a blob up in the (sorted) table.
+    pub fn blob(&self, digest: &Digest) -> Option<&BlobEntry> {
+        self.blobs
+            .binary_search_by(|b| b.digest.cmp(digest))
+            .ok()
+            .map(|i| &self.blobs[i])
+    }
+
+    /// The blobs in tar entry order: manifests and indexes, configs, layers; each by digest.
+    pub fn blob_order(&self) -> Vec<&BlobEntry> {
+        let mut v: Vec<&BlobEntry> = self.blobs.iter().collect();
+        v.sort_by(|a, b| (a.role.group(), &a.digest).cmp(&(b.role.group(), &b.digest)));
+        v
+    }
+}
+
+/// Builds the blob table from the manifests a walk found, merging repeats.
+#[derive(Debug, Default)]
+pub struct BlobTableBuilder {
+    blobs: BTreeMap<Digest, (BlobEntry, BTreeSet<Digest>)>,
+}
+
+impl BlobTableBuilder {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one blob; `parent` is the manifest naming it (`None` for roots named by index.json).
+    pub fn add(
+        &mut self,
+        desc: &Descriptor,
+        role: Role,
+        parent: Option<&Digest>,
+    ) -> Result<(), ArchiveError> {
+        let entry = self.blobs.entry(desc.digest.clone()).or_insert_with(|| {
+            (
+                BlobEntry {
+                    digest: desc.digest.clone(),
+                    size: desc.size,
+                    media_type: desc.media_type.clone(),
+                    role,
+                    referenced_by: Vec::new(),
+                },
+                BTreeSet::new(),
+            )
+        });
+        if entry.0.size != desc.size {
+            return Err(ArchiveError::Invalid {
+                name: desc.digest.to_string(),
+                reason: format!("named with two sizes: {} and {}", entry.0.size, desc.size),
+            });
+        }
+        entry.0.role = entry.0.role.min(role);
+        if let Some(p) = parent {
+            entry.1.insert(p.clone());
+        }
+        Ok(())
+    }
+
+    /// Adds a manifest or index itself and every descriptor it contains.
+    pub fn add_manifest(&mut self, m: &RawManifest) -> Result<(), ArchiveError> {
+        self.add(&m.descriptor(), Role::of_manifest(&m.media_type), None)?;
+        for child in m.child_manifests() {
+            self.add(child, Role::of_manifest(&child.media_type), Some(&m.digest))?;
+        }
+        if let crate::oci::Parsed::Image { config, layers } = &m.parsed {
+            self.add(config, Role::Config, Some(&m.digest))?;
+            for l in layers {
+                self.add(l, Role::Layer, Some(&m.digest))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The table, sorted by digest, with `referencedBy` filled in.
+    pub fn finish(self) -> Vec<BlobEntry> {
+        self.blobs
+            .into_values()
+            .map(|(mut e, parents)| {
+                e.referenced_by = parents.into_iter().collect();
+                e
+            })
+            .collect()
+    }
+}
+
+/// One `index.json` entry: a manifest and the reference it is known by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// The manifest or index (its `platform` is kept, its annotations replaced).
+    pub descriptor: Descriptor,
+    /// The value of `org.opencontainers.image.ref.name`.
+    pub ref_name: String,
+}
+
+/// Canonical `index.json` bytes: entries sorted by (ref.name, digest), exact repeats once.
+pub fn oci_index_json(entries: &[IndexEntry]) -> Result<Vec<u8>, ArchiveError> {
+    let mut sorted: Vec<&IndexEntry> = entries.iter().collect();
+    sorted.sort_by(|a, b| {
+        (&a.ref_name, &a.descriptor.digest).cmp(&(&b.ref_name, &b.descriptor.digest))
+    });
+    sorted.dedup_by(|a, b| a.ref_name == b.ref_name && a.descriptor.digest == b.descriptor.digest);
+    let manifests: Vec<Descriptor> = sorted
+        .into_iter()
+        .map(|e| {
+            let mut d = e.descriptor.clone();
+            d.annotations = Some(BTreeMap::from([(REF_NAME.to_owned(), e.ref_name.clone())]));
+            d
+        })
+        .collect();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_INDEX,
+        "manifests": manifests,
+    });
+    canonical_json(&index).map_err(|source| ArchiveError::Json {
+        name: super::INDEX_JSON.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys_without_whitespace() {
+        // Guards against serde_json's `preserve_order` feature being switched on.
+        let v = serde_json::json!({"b": 1, "a": {"d": [1, 2], "c": "x\n"}});
+        let bytes = canonical_json(&v).unwrap();
+        assert_eq!(bytes, br#"{"a":{"c":"x\n","d":[1,2]},"b":1}"#);
+    }
+
+    fn sample() -> Manifest {
+        let mut m = Manifest::new(1_700_000_000, "airlift test");
+        let d = Digest::sha256_of(b"x");
+        m.blobs.push(BlobEntry {
+            digest: d.clone(),
+            size: 1,
+            media_type: media_type::OCI_LAYER_TAR.into(),
+            role: Role::Layer,
+            referenced_by: vec![],
+        });
+        m
+    }
+
+    #[test]
+    fn parse_round_trips_and_reports_unknown_fields() {
+        let m = sample();
+        let bytes = m.to_canonical_bytes().unwrap();
+        let p = Manifest::parse(&bytes).unwrap();
+        assert_eq!(p.manifest, m);
+        assert!(p.unknown_fields.is_empty());
+        assert_eq!(m.created, "2023-11-14T22:13:20Z");
+
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        v["future"] = serde_json::json!(true);
+        v["blobs"][0]["extra"] = serde_json::json!("y");
+        let p = Manifest::parse(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(p.unknown_fields, vec!["/blobs/0/extra", "/future"]);
+    }
+
+    #[test]
+    fn refuses_other_versions_and_reserved_fields() {
+        let bytes = sample().to_canonical_bytes().unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        v["version"] = serde_json::json!(2);
+        let e = Manifest::parse(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(matches!(e, ArchiveError::Unsupported(_)), "{e}");
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        v["volume"] = serde_json::json!({"index": 1});
+        let e = Manifest::parse(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("volume"), "{e}");
+    }
+}

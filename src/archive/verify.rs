@@ -1,0 +1,733 @@
+//! Offline verification of an archive, as specified in `format-spec/archive-v1.md` §6.
+//!
+//! The report lists every check and every failure (up to a bound), not just the first, so an
+//! operator at the air gap sees everything wrong with a USB stick in one run.
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::{self, Read};
+use std::path::Path;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::manifest::{Manifest, REF_NAME, Role};
+use super::reader::ArchiveReader;
+use super::{ArchiveError, INDEX_JSON, MANIFEST_ENTRY, MAX_INDEX};
+use crate::digest::{Digest, DigestError};
+use crate::keys::{self, KeyError, VerifyingKey};
+use crate::oci::{RawManifest, media_type};
+use crate::reference::Reference;
+
+/// Most failures listed in a report; the rest are only counted.
+pub const MAX_FAILURES: usize = 1000;
+
+/// What counts as a valid archive.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Public keys whose signatures count.
+    pub trusted: Vec<VerifyingKey>,
+    /// How many distinct trusted keys must have signed (normally 1).
+    pub required: usize,
+    /// Accept an archive without enough valid signatures (integrity is still checked).
+    pub allow_unsigned: bool,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            trusted: Vec::new(),
+            required: 1,
+            allow_unsigned: false,
+        }
+    }
+}
+
+/// Category of a failure (stable names, part of the report schema).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// The file is not a readable (optionally zstd) ustar stream.
+    Container,
+    /// An entry name the format does not allow.
+    EntryName,
+    /// An entry that is not a regular file.
+    EntryType,
+    /// An entry out of the prescribed order.
+    EntryOrder,
+    /// The same entry twice.
+    DuplicateEntry,
+    /// A blob entry the manifest does not list.
+    UnlistedEntry,
+    /// Size differs from the manifest's.
+    SizeMismatch,
+    /// Content does not hash to its digest.
+    DigestMismatch,
+    /// A listed blob (or a lock's image) absent from the archive.
+    MissingBlob,
+    /// A descriptor (in index.json or a manifest) naming an unlisted blob or another size.
+    UnlistedDescriptor,
+    /// A listed blob that nothing references.
+    UnreachableBlob,
+    /// JSON that does not parse or breaks a rule of the format.
+    InvalidContent,
+    /// A format version or feature this verifier does not implement.
+    Unsupported,
+    /// A trusted key's signature that does not verify, or a malformed signature entry.
+    SignatureInvalid,
+    /// Fewer valid trusted signatures than required.
+    NotEnoughSignatures,
+}
+
+/// One thing wrong with the archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Category.
+    pub kind: FailureKind,
+    /// Human explanation.
+    pub message: String,
+    /// The tar entry concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
+    /// The blob concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+    /// What was expected, if applicable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+    /// What was found, if applicable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found: Option<String>,
+}
+
+/// The outcome of one step of the algorithm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// Step name: container, leading-entries, manifest, signatures, index, blobs,
+    /// completeness, closure.
+    pub name: String,
+    /// Whether the step found nothing wrong.
+    pub ok: bool,
+    /// What was checked.
+    pub detail: String,
+}
+
+/// What became of one signature entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureState {
+    /// By a trusted key, and valid.
+    Valid,
+    /// By a trusted key, and not valid.
+    Invalid,
+    /// By a key not in the trusted set (not checked).
+    Untrusted,
+}
+
+/// One signature entry and its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureStatus {
+    /// The signer's fingerprint (from the entry name).
+    pub fingerprint: String,
+    /// Its state.
+    pub status: SignatureState,
+}
+
+/// The verification report (schema: `format-spec/verify-report.schema.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// Always `airlift-verify-report`.
+    pub format: String,
+    /// Report format version, 1.
+    pub version: u64,
+    /// The archive path as given.
+    pub archive: String,
+    /// True iff there are no failures.
+    pub ok: bool,
+    /// Whether the archive is zstd-compressed (absent if not determined).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compressed: Option<bool>,
+    /// sha256 of the airlift manifest bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<Digest>,
+    /// The manifest's creation time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    /// Signature entries and their state.
+    pub signatures: Vec<SignatureStatus>,
+    /// Distinct trusted keys with a valid signature.
+    pub valid_signatures: usize,
+    /// How many were required.
+    pub required_signatures: usize,
+    /// Whether unsigned archives were allowed.
+    pub allow_unsigned: bool,
+    /// Blob entries read.
+    pub blobs_checked: u64,
+    /// Blob bytes hashed.
+    pub bytes_checked: u64,
+    /// Each step and its outcome.
+    pub checks: Vec<Check>,
+    /// Each failure, up to [`MAX_FAILURES`].
+    pub failures: Vec<Failure>,
+    /// Failures beyond the bound, counted only.
+    pub failures_dropped: u64,
+    /// Tolerated oddities (unknown manifest fields, untrusted signatures).
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    fn fail(&mut self, f: Failure) {
+        if self.failures.len() < MAX_FAILURES {
+            self.failures.push(f);
+        } else {
+            self.failures_dropped += 1;
+        }
+    }
+
+    fn failure_count(&self) -> u64 {
+        self.failures.len() as u64 + self.failures_dropped
+    }
+
+    fn check(&mut self, name: &str, before: u64, detail: String) {
+        let ok = self.failure_count() == before;
+        self.checks.push(Check {
+            name: name.to_owned(),
+            ok,
+            detail,
+        });
+    }
+
+    /// Whether any failure has the given kind (handy for callers and tests).
+    pub fn has_failure(&self, kind: FailureKind) -> bool {
+        self.failures.iter().any(|f| f.kind == kind)
+    }
+}
+
+fn failure(kind: FailureKind, message: impl Into<String>) -> Failure {
+    Failure {
+        kind,
+        message: message.into(),
+        entry: None,
+        digest: None,
+        expected: None,
+        found: None,
+    }
+}
+
+fn from_digest_error(e: &DigestError, entry: Option<String>) -> Failure {
+    let mut f = failure(FailureKind::DigestMismatch, e.to_string());
+    f.entry = entry;
+    match e {
+        DigestError::Mismatch { expected, found } => {
+            f.digest = Some(expected.clone());
+            f.expected = Some(expected.to_string());
+            f.found = Some(found.to_string());
+        }
+        DigestError::Size {
+            digest,
+            expected,
+            found,
+        } => {
+            f.kind = FailureKind::SizeMismatch;
+            f.digest = Some(digest.clone());
+            f.expected = Some(expected.to_string());
+            f.found = Some(found.to_string());
+        }
+        DigestError::Invalid { .. } => f.kind = FailureKind::InvalidContent,
+    }
+    f
+}
+
+/// Maps a reader error to a report failure.
+pub fn failure_from_error(e: &ArchiveError) -> Failure {
+    use FailureKind as K;
+    let msg = e.to_string();
+    match e {
+        ArchiveError::Io { .. }
+        | ArchiveError::Truncated { .. }
+        | ArchiveError::BadHeader { .. }
+        | ArchiveError::NotSeekable(_)
+        | ArchiveError::Usage(_) => failure(K::Container, msg),
+        ArchiveError::BadEntryName { name, .. } => Failure {
+            entry: Some(name.clone()),
+            ..failure(K::EntryName, msg)
+        },
+        ArchiveError::BadEntryType { name, kind } => Failure {
+            entry: Some(name.clone()),
+            expected: Some("regular file".into()),
+            found: Some(kind.clone()),
+            ..failure(K::EntryType, msg)
+        },
+        ArchiveError::Duplicate { name } => Failure {
+            entry: Some(name.clone()),
+            ..failure(K::DuplicateEntry, msg)
+        },
+        ArchiveError::Order { name, expected } => Failure {
+            entry: Some(name.clone()),
+            expected: Some(expected.clone()),
+            ..failure(K::EntryOrder, msg)
+        },
+        ArchiveError::TooLarge { name, size, limit } => Failure {
+            entry: Some(name.clone()),
+            expected: Some(format!("at most {limit} bytes")),
+            found: Some(size.to_string()),
+            ..failure(K::InvalidContent, msg)
+        },
+        ArchiveError::Unlisted { name } => Failure {
+            entry: Some(name.clone()),
+            ..failure(K::UnlistedEntry, msg)
+        },
+        ArchiveError::SizeMismatch {
+            digest,
+            expected,
+            found,
+        } => Failure {
+            entry: Some(super::EntryName::blob(digest)),
+            digest: Some(digest.clone()),
+            expected: Some(expected.to_string()),
+            found: Some(found.to_string()),
+            ..failure(K::SizeMismatch, msg)
+        },
+        ArchiveError::Digest(d) => from_digest_error(d, None),
+        ArchiveError::Json { name, .. } | ArchiveError::Invalid { name, .. } => Failure {
+            entry: Some(name.clone()),
+            ..failure(K::InvalidContent, msg)
+        },
+        ArchiveError::Unsupported(_) => failure(K::Unsupported, msg),
+        ArchiveError::Key(KeyError::SignatureLength { path, found }) => Failure {
+            entry: Some(path.display().to_string()),
+            expected: Some("64 bytes".into()),
+            found: Some(format!("{found} bytes")),
+            ..failure(K::SignatureInvalid, msg)
+        },
+        ArchiveError::Key(_) => failure(K::SignatureInvalid, msg),
+    }
+}
+
+fn leading_kind(e: &ArchiveError) -> &'static str {
+    if e.is_fatal() {
+        "container"
+    } else {
+        "leading-entries"
+    }
+}
+
+/// Verifies the archive at `path` offline; never stops at the first blob failure.
+pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
+    let mut r = Report {
+        format: "airlift-verify-report".into(),
+        version: 1,
+        archive: path.display().to_string(),
+        ok: false,
+        compressed: None,
+        manifest_digest: None,
+        created: None,
+        signatures: Vec::new(),
+        valid_signatures: 0,
+        required_signatures: opts.required,
+        allow_unsigned: opts.allow_unsigned,
+        blobs_checked: 0,
+        bytes_checked: 0,
+        checks: Vec::new(),
+        failures: Vec::new(),
+        failures_dropped: 0,
+        warnings: Vec::new(),
+    };
+    // Steps 1-3: container, leading entries, manifest rules.
+    let mut reader = match ArchiveReader::open(path) {
+        Ok(reader) => reader,
+        Err(e) => {
+            let name = leading_kind(&e);
+            r.fail(failure_from_error(&e));
+            r.check(
+                name,
+                0,
+                format!("reading the archive's leading entries: {e}"),
+            );
+            return r;
+        }
+    };
+    let header = reader.header();
+    r.compressed = Some(header.compressed);
+    r.check(
+        "container",
+        0,
+        format!(
+            "{} ustar stream",
+            if header.compressed {
+                "zstd-compressed"
+            } else {
+                "plain"
+            }
+        ),
+    );
+    r.check(
+        "leading-entries",
+        0,
+        format!(
+            "oci-layout, {MANIFEST_ENTRY}, {} signature(s), {INDEX_JSON} in order",
+            header.signatures.len()
+        ),
+    );
+    r.manifest_digest = Some(Digest::sha256_of(&header.manifest_bytes));
+    r.created = Some(header.manifest.created.clone());
+    for f in &header.unknown_fields {
+        r.warnings
+            .push(format!("{MANIFEST_ENTRY}: unknown field {f} (tolerated)"));
+    }
+    r.check(
+        "manifest",
+        0,
+        format!(
+            "format airlift-archive v1, {} root(s), {} blob(s)",
+            header.manifest.roots.len(),
+            header.manifest.blobs.len()
+        ),
+    );
+    let manifest: Manifest = header.manifest.clone();
+
+    // Step 4: signatures, before anything else is trusted.
+    let before = r.failure_count();
+    let mut valid: BTreeSet<String> = BTreeSet::new();
+    let sigs = header.signatures.clone();
+    let manifest_bytes = header.manifest_bytes.clone();
+    for (fp, sig) in &sigs {
+        let key = opts.trusted.iter().find(|k| keys::fingerprint(k) == *fp);
+        let status = match key {
+            None => {
+                r.warnings
+                    .push(format!("signature by untrusted key {fp} not checked"));
+                SignatureState::Untrusted
+            }
+            Some(k) if keys::verify(k, &manifest_bytes, sig) => {
+                valid.insert(fp.clone());
+                SignatureState::Valid
+            }
+            Some(_) => {
+                let entry = format!("{}{fp}.sig", super::SIGNATURES_DIR);
+                r.fail(Failure {
+                    entry: Some(entry.clone()),
+                    ..failure(
+                        FailureKind::SignatureInvalid,
+                        format!("{entry}: signature by trusted key {fp} does not verify"),
+                    )
+                });
+                SignatureState::Invalid
+            }
+        };
+        r.signatures.push(SignatureStatus {
+            fingerprint: fp.clone(),
+            status,
+        });
+    }
+    r.valid_signatures = valid.len();
+    if valid.len() < opts.required && !opts.allow_unsigned {
+        r.fail(Failure {
+            expected: Some(format!("at least {}", opts.required)),
+            found: Some(valid.len().to_string()),
+            ..failure(
+                FailureKind::NotEnoughSignatures,
+                format!(
+                    "{} valid signature(s) by trusted keys ({} trusted key(s) given), {} required",
+                    valid.len(),
+                    opts.trusted.len(),
+                    opts.required
+                ),
+            )
+        });
+    }
+    r.check(
+        "signatures",
+        before,
+        format!(
+            "{} valid of {} signature(s), {} required{}",
+            valid.len(),
+            sigs.len(),
+            opts.required,
+            if opts.allow_unsigned {
+                " (unsigned allowed)"
+            } else {
+                ""
+            }
+        ),
+    );
+
+    // Step 5: index.json.
+    let before = r.failure_count();
+    let mut referenced: HashSet<Digest> = HashSet::new();
+    let index_bytes = Bytes::from(header.index_json.clone());
+    match RawManifest::from_bytes(index_bytes, Some(media_type::OCI_INDEX)) {
+        Ok(index) if index.media_type == media_type::OCI_INDEX => {
+            let mut names: HashSet<(String, Digest)> = HashSet::new();
+            for d in index.child_manifests() {
+                check_descriptor(&mut r, &manifest, INDEX_JSON, d.digest.clone(), d.size);
+                referenced.insert(d.digest.clone());
+                if let Some(n) = d.annotations.as_ref().and_then(|a| a.get(REF_NAME)) {
+                    names.insert((n.clone(), d.digest.clone()));
+                }
+            }
+            for root in &manifest.roots {
+                if !names.contains(&(root.reference.clone(), root.digest.clone())) {
+                    r.fail(Failure {
+                        entry: Some(INDEX_JSON.into()),
+                        digest: Some(root.digest.clone()),
+                        expected: Some(format!("{REF_NAME}={}", root.reference)),
+                        ..failure(
+                            FailureKind::InvalidContent,
+                            format!("root {} is not in index.json", root.reference),
+                        )
+                    });
+                }
+            }
+            for bundle in &manifest.bundles {
+                for img in &bundle.images {
+                    if !names.iter().any(|(n, _)| *n == img.image) {
+                        r.fail(Failure {
+                            entry: Some(INDEX_JSON.into()),
+                            expected: Some(format!("{REF_NAME}={}", img.image)),
+                            ..failure(
+                                FailureKind::InvalidContent,
+                                format!(
+                                    "image {} of bundle {} is not in index.json",
+                                    img.image, bundle.digest
+                                ),
+                            )
+                        });
+                    }
+                }
+            }
+        }
+        Ok(other) => r.fail(Failure {
+            entry: Some(INDEX_JSON.into()),
+            expected: Some(media_type::OCI_INDEX.into()),
+            found: Some(other.media_type),
+            ..failure(
+                FailureKind::InvalidContent,
+                "index.json is not an OCI image index",
+            )
+        }),
+        Err(e) => r.fail(Failure {
+            entry: Some(INDEX_JSON.into()),
+            ..failure(FailureKind::InvalidContent, format!("index.json: {e}"))
+        }),
+    }
+    r.check(
+        "index",
+        before,
+        "index.json is an OCI index naming listed manifests and every root".into(),
+    );
+
+    // Step 6: every blob entry, without stopping at the first failure.
+    let before = r.failure_count();
+    let mut closure_failures = 0u64;
+    loop {
+        let mut blob = match reader.next_blob() {
+            Ok(None) => break,
+            Ok(Some(b)) => b,
+            Err(e) => {
+                r.fail(failure_from_error(&e));
+                if e.is_fatal() {
+                    break;
+                }
+                continue;
+            }
+        };
+        r.blobs_checked += 1;
+        let entry = super::EntryName::blob(&blob.digest);
+        let is_manifest = matches!(blob.role, Role::Manifest | Role::Index);
+        let mut buf = Vec::new();
+        let read = if is_manifest && blob.size <= MAX_INDEX {
+            blob.read_to_end(&mut buf).map(|n| n as u64)
+        } else {
+            io::copy(&mut blob, &mut io::sink())
+        };
+        match read {
+            Ok(n) => r.bytes_checked += n,
+            Err(e) => {
+                let digest_error = e.get_ref().and_then(|i| i.downcast_ref::<DigestError>());
+                match digest_error {
+                    Some(d) => r.fail(from_digest_error(d, Some(entry))),
+                    None => {
+                        r.fail(failure(FailureKind::Container, format!("{entry}: {e}")));
+                        break;
+                    }
+                }
+                continue;
+            }
+        }
+        if is_manifest {
+            if blob.size > MAX_INDEX {
+                r.fail(Failure {
+                    entry: Some(entry),
+                    digest: Some(blob.digest.clone()),
+                    ..failure(
+                        FailureKind::InvalidContent,
+                        format!("manifest larger than {MAX_INDEX} bytes"),
+                    )
+                });
+                continue;
+            }
+            let (digest, mt) = (blob.digest.clone(), blob.media_type.clone());
+            drop(blob);
+            let before_closure = r.failure_count();
+            check_manifest_blob(
+                &mut r,
+                &manifest,
+                &mut referenced,
+                &entry,
+                &digest,
+                &mt,
+                buf,
+            );
+            closure_failures += r.failure_count() - before_closure;
+        }
+    }
+    r.check(
+        "blobs",
+        before + closure_failures,
+        "every entry: allowed name, regular file, unique, listed, in order, size and sha256".into(),
+    );
+
+    // Step 7: completeness and closure.
+    let before = r.failure_count();
+    let missing: Vec<Digest> = reader.missing().iter().map(|b| b.digest.clone()).collect();
+    for d in &missing {
+        let listed = manifest.blob(d).map(|b| b.size).unwrap_or(0);
+        r.fail(Failure {
+            entry: Some(super::EntryName::blob(d)),
+            digest: Some(d.clone()),
+            expected: Some(format!("{listed} bytes")),
+            found: Some("absent".into()),
+            ..failure(
+                FailureKind::MissingBlob,
+                format!("blob {d} is listed but absent"),
+            )
+        });
+    }
+    for bundle in &manifest.bundles {
+        if manifest.blob(&bundle.digest).is_none() {
+            r.fail(Failure {
+                digest: Some(bundle.digest.clone()),
+                ..failure(
+                    FailureKind::MissingBlob,
+                    format!("bundle {} is not in the blob table", bundle.digest),
+                )
+            });
+        }
+        for img in &bundle.images {
+            let digest = Reference::parse(&img.image)
+                .ok()
+                .and_then(|rf| rf.digest().cloned());
+            match digest {
+                Some(d) if manifest.blob(&d).is_some() => {}
+                Some(d) => r.fail(Failure {
+                    digest: Some(d.clone()),
+                    ..failure(
+                        FailureKind::MissingBlob,
+                        format!(
+                            "image {} of bundle {} is not in the archive",
+                            img.image, bundle.digest
+                        ),
+                    )
+                }),
+                None => r.fail(failure(
+                    FailureKind::InvalidContent,
+                    format!(
+                        "lock image {:?} of bundle {} is not a digest reference",
+                        img.image, bundle.digest
+                    ),
+                )),
+            }
+        }
+    }
+    r.check(
+        "completeness",
+        before,
+        "every listed blob present; every lock image carried".into(),
+    );
+    let before = r.failure_count();
+    if missing.is_empty() {
+        for b in &manifest.blobs {
+            if !referenced.contains(&b.digest) {
+                r.fail(Failure {
+                    entry: Some(super::EntryName::blob(&b.digest)),
+                    digest: Some(b.digest.clone()),
+                    ..failure(
+                        FailureKind::UnreachableBlob,
+                        format!("blob {} is listed but nothing references it", b.digest),
+                    )
+                });
+            }
+        }
+    }
+    r.check(
+        "closure",
+        before.saturating_sub(closure_failures),
+        "every descriptor in index.json and manifests listed; every listed blob reachable".into(),
+    );
+    r.ok = r.failure_count() == 0;
+    r
+}
+
+fn check_descriptor(r: &mut Report, manifest: &Manifest, parent: &str, digest: Digest, size: u64) {
+    match manifest.blob(&digest) {
+        Some(b) if b.size == size => {}
+        Some(b) => r.fail(Failure {
+            entry: Some(parent.to_owned()),
+            digest: Some(digest.clone()),
+            expected: Some(format!("{} bytes (blob table)", b.size)),
+            found: Some(format!("{size} bytes (descriptor)")),
+            ..failure(
+                FailureKind::UnlistedDescriptor,
+                format!("{parent} names {digest} with another size than the blob table"),
+            )
+        }),
+        None => r.fail(Failure {
+            entry: Some(parent.to_owned()),
+            digest: Some(digest.clone()),
+            ..failure(
+                FailureKind::UnlistedDescriptor,
+                format!("{parent} names {digest}, which the airlift manifest does not list"),
+            )
+        }),
+    }
+}
+
+fn check_manifest_blob(
+    r: &mut Report,
+    manifest: &Manifest,
+    referenced: &mut HashSet<Digest>,
+    entry: &str,
+    digest: &Digest,
+    listed_media_type: &str,
+    bytes: Vec<u8>,
+) {
+    let parsed = match RawManifest::from_bytes(Bytes::from(bytes), Some(listed_media_type)) {
+        Ok(m) => m,
+        Err(e) => {
+            r.fail(Failure {
+                entry: Some(entry.to_owned()),
+                digest: Some(digest.clone()),
+                ..failure(FailureKind::InvalidContent, e.to_string())
+            });
+            return;
+        }
+    };
+    if parsed.media_type != listed_media_type {
+        r.fail(Failure {
+            entry: Some(entry.to_owned()),
+            digest: Some(digest.clone()),
+            expected: Some(listed_media_type.to_owned()),
+            found: Some(parsed.media_type.clone()),
+            ..failure(
+                FailureKind::InvalidContent,
+                "manifest media type differs from the blob table",
+            )
+        });
+    }
+    let children = parsed.child_manifests().iter().chain(parsed.blobs());
+    for d in children {
+        check_descriptor(r, manifest, entry, d.digest.clone(), d.size);
+        referenced.insert(d.digest.clone());
+    }
+}
