@@ -413,16 +413,16 @@ pub fn manifest_bytes(config: &[u8], layer: &LayerInfo) -> Vec<u8> {
 
 /// The uncompressed layer tar of a locations image: `.` and `image-locations.yml` (0600).
 pub fn locations_layer_tar(locations: &ImageLocations) -> Result<Vec<u8>, AuthorError> {
-    let text = locations.to_yaml();
-    let mut tar = LayerTarWriter::new(Vec::new()).map_err(io_err("<locations layer>"))?;
-    tar.add_file(
-        LOCATIONS_FILE,
-        0o600,
-        text.len() as u64,
-        &mut text.as_bytes(),
-    )
-    .map_err(io_err("<locations layer>"))?;
-    tar.finish().map_err(io_err("<locations layer>"))
+    single_file_layer_tar(LOCATIONS_FILE, locations.to_yaml().as_bytes())
+}
+
+/// A layer tar holding `.` and one file (mode 0600), as imgpkg writes metadata images.
+pub fn single_file_layer_tar(name: &str, contents: &[u8]) -> Result<Vec<u8>, AuthorError> {
+    let what = format!("<{name} layer>");
+    let mut tar = LayerTarWriter::new(Vec::new()).map_err(io_err(&what))?;
+    tar.add_file(name, 0o600, contents.len() as u64, &mut &contents[..])
+        .map_err(io_err(&what))?;
+    tar.finish().map_err(io_err(&what))
 }
 
 /// A small image held in memory: gzip layer, config and manifest bytes.
@@ -440,9 +440,13 @@ pub struct SmallImage {
 
 /// The locations image imgpkg writes next to a relocated bundle (plain image, `"config":{}`).
 pub fn locations_image(locations: &ImageLocations) -> Result<SmallImage, AuthorError> {
-    let tar = locations_layer_tar(locations)?;
+    small_image(&locations_layer_tar(locations)?)
+}
+
+/// A plain imgpkg-style image (one gzip layer, `"config":{}`) around an uncompressed layer tar.
+pub fn small_image(tar: &[u8]) -> Result<SmallImage, AuthorError> {
     let (layer_info, layer) = gzip_with(Vec::new(), |w| {
-        w.write_all(&tar).map_err(io_err("<locations layer>"))
+        w.write_all(tar).map_err(io_err("<small image layer>"))
     })?;
     let config = config_bytes(&layer_info.diff_id, false);
     let manifest = manifest_bytes(&config, &layer_info);

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use airlift::transfer::place::{Destination, Placement};
 use airlift::transfer::progress::Progress;
+use airlift::transfer::relocate::metadata_images;
 use airlift::transfer::publish::{RegistrySource, push_blobs, push_manifests_and_tags};
 use airlift::transfer::walk::{RootRequest, Walker};
 use clap::Args;
@@ -73,7 +74,8 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<()> {
         &progress,
     )
     .await?;
-    push_manifests_and_tags(&registries, &graph, &placement, &[], &mut report).await?;
+    let extras = metadata_images(&graph, &placement, &dest)?;
+    push_manifests_and_tags(&registries, &graph, &placement, &extras, &mut report).await?;
     progress.finish();
     for root in &graph.roots {
         if let Some(to) = placement.mapping.get(root.reference.original()) {

@@ -2,6 +2,8 @@
 
 mod common;
 mod copy;
+mod export;
+mod keygen;
 
 use std::process::ExitCode;
 
@@ -22,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Keygen(keygen::KeygenArgs),
+    Export(export::ExportArgs),
     Copy(copy::CopyArgs),
 }
 
@@ -43,6 +47,8 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Keygen(a) => keygen::run(a),
+            Command::Export(a) => export::run(a).await,
             Command::Copy(a) => copy::run(a).await,
         }
     });

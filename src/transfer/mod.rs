@@ -7,10 +7,12 @@
 //!   (another registry for `copy`, an archive for `import`): blobs first, then
 //!   manifests children-first, tags last.
 
+pub mod export;
 pub mod graph;
 pub mod place;
 pub mod progress;
 pub mod publish;
+pub mod relocate;
 pub mod walk;
 
 use crate::registry::RegistryError;

@@ -66,8 +66,8 @@ impl BlobSource for RegistrySource<'_> {
 pub struct ExtraImage {
     /// `registry/path` it goes to.
     pub repo: String,
-    /// The tag it gets.
-    pub tag: String,
+    /// The tags it gets.
+    pub tags: Vec<String>,
     /// Its manifest.
     pub manifest: RawManifest,
     /// Its config and layer bytes.
@@ -243,9 +243,11 @@ pub async fn push_manifests_and_tags(
         client.put_manifest(&at, &extra.manifest).await?;
         report.manifests_pushed += 1;
     }
-    let extra_tags = extras
-        .iter()
-        .map(|e| (e.repo.clone(), e.tag.clone(), e.manifest.clone()));
+    let extra_tags = extras.iter().flat_map(|e| {
+        e.tags
+            .iter()
+            .map(|t| (e.repo.clone(), t.clone(), e.manifest.clone()))
+    });
     let graph_tags = placement.tags.iter().filter_map(|(repo, tag, d)| {
         graph
             .manifests

@@ -1,0 +1,139 @@
+//! The metadata images written next to a relocated bundle, so that `pull` can find its images.
+//!
+//! - `--to-repo`: imgpkg's locations image, tagged `sha256-<bundle hex>.image-locations.imgpkg`,
+//!   listing each locked image's original reference (imgpkg then looks for it in the bundle's repository).
+//! - `--to-registry`: airlift's relocations image, tagged `sha256-<bundle hex>.image-relocations.airlift`,
+//!   mapping each locked image's original reference to where it now lives
+//!   (documented in `format-spec/relocation.md`).
+
+use bytes::Bytes;
+
+use super::TransferError;
+use super::graph::{Graph, Kind};
+use super::place::{Destination, Placement, imgpkg_tag};
+use super::publish::ExtraImage;
+use crate::author::bundle::{SmallImage, locations_image, single_file_layer_tar, small_image};
+use crate::author::lock::ImageLocations;
+use crate::digest::Digest;
+use crate::oci::{Descriptor, RawManifest, media_type};
+
+/// The file inside airlift's relocations image.
+pub const RELOCATIONS_FILE: &str = "image-relocations.yml";
+/// Tag suffix of airlift's relocations image.
+pub const RELOCATIONS_TAG_SUFFIX: &str = ".image-relocations.airlift";
+/// Tag suffix of imgpkg's locations image.
+pub const LOCATIONS_TAG_SUFFIX: &str = ".image-locations.imgpkg";
+
+/// One entry of `image-relocations.yml`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Relocation {
+    /// The reference as written in the bundle's lock.
+    pub image: String,
+    /// Where the image now lives (digest reference).
+    pub relocated: String,
+}
+
+/// `image-relocations.yml`: where a bundle's locked images went under `--to-registry`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRelocations {
+    /// `airlift.dev/v1alpha1`.
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    /// `ImageRelocations`.
+    pub kind: String,
+    /// Sorted by `image`.
+    pub images: Vec<Relocation>,
+}
+
+fn extra(repo: &str, tags: Vec<String>, img: SmallImage) -> Result<ExtraImage, TransferError> {
+    let manifest = RawManifest::from_bytes(Bytes::from(img.manifest), Some(media_type::DOCKER_MANIFEST))
+        .map_err(|e| TransferError::Other(e.to_string()))?;
+    let config = Descriptor {
+        media_type: media_type::DOCKER_CONFIG.to_owned(),
+        digest: Digest::sha256_of(&img.config),
+        size: img.config.len() as u64,
+        platform: None,
+        annotations: None,
+    };
+    let layer = Descriptor {
+        media_type: media_type::DOCKER_LAYER_GZIP.to_owned(),
+        digest: img.layer_info.digest.clone(),
+        size: img.layer.len() as u64,
+        platform: None,
+        annotations: None,
+    };
+    let mut tags = tags;
+    tags.push(imgpkg_tag(&manifest.digest));
+    Ok(ExtraImage {
+        repo: repo.to_owned(),
+        tags,
+        manifest,
+        blobs: vec![
+            (config, Bytes::from(img.config)),
+            (layer, Bytes::from(img.layer)),
+        ],
+    })
+}
+
+/// The metadata images every bundle in `graph` needs at the destination.
+pub fn metadata_images(
+    graph: &Graph,
+    placement: &Placement,
+    dest: &Destination,
+) -> Result<Vec<ExtraImage>, TransferError> {
+    let mut out = Vec::new();
+    for lock in &graph.bundle_locks {
+        let Some(bundle_repos) = placement.manifest_repos.get(&lock.bundle) else {
+            continue;
+        };
+        let is_bundle = |image: &str| {
+            graph
+                .locked
+                .iter()
+                .any(|l| l.locked_by == lock.bundle && l.image == image && l.kind == Kind::Bundle)
+        };
+        for repo in bundle_repos {
+            match dest {
+                Destination::Repo(_) => {
+                    let locs = ImageLocations::new(
+                        lock.entries
+                            .iter()
+                            .map(|(image, _)| (image.clone(), is_bundle(image))),
+                    );
+                    let img = locations_image(&locs).map_err(|e| TransferError::Other(e.to_string()))?;
+                    let tag = format!("{}{LOCATIONS_TAG_SUFFIX}", lock.bundle.tag_form());
+                    out.push(extra(repo, vec![tag], img)?);
+                }
+                Destination::Registry(_) => {
+                    let mut images: Vec<Relocation> = lock
+                        .entries
+                        .iter()
+                        .filter_map(|(image, _)| {
+                            placement.mapping.get(image).map(|to| Relocation {
+                                image: image.clone(),
+                                relocated: to.to_string(),
+                            })
+                        })
+                        .collect();
+                    images.sort_by(|a, b| a.image.cmp(&b.image));
+                    images.dedup();
+                    let doc = ImageRelocations {
+                        api_version: "airlift.dev/v1alpha1".to_owned(),
+                        kind: "ImageRelocations".to_owned(),
+                        images,
+                    };
+                    let text = serde_norway::to_string(&doc)
+                        .map_err(|e| TransferError::Other(format!("{RELOCATIONS_FILE}: {e}")))?;
+                    let tar = single_file_layer_tar(RELOCATIONS_FILE, text.as_bytes())
+                        .map_err(|e| TransferError::Other(e.to_string()))?;
+                    let img = small_image(&tar).map_err(|e| TransferError::Other(e.to_string()))?;
+                    let tag = format!("{}{RELOCATIONS_TAG_SUFFIX}", lock.bundle.tag_form());
+                    out.push(extra(repo, vec![tag], img)?);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
