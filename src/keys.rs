@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::pkcs8::spki::SubjectPublicKeyInfoRef;
 use ed25519_dalek::pkcs8::spki::der::Decode;
 use ed25519_dalek::pkcs8::spki::der::pem::{self, LineEnding};
+use ed25519_dalek::pkcs8::spki::der::zeroize::Zeroizing;
 use ed25519_dalek::pkcs8::{
-    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, PrivateKeyInfoRef,
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, KeypairBytes,
+    PrivateKeyInfoRef,
 };
 pub use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use sha2::Digest as _;
@@ -96,9 +98,7 @@ pub fn keypair_paths(base: &Path) -> (PathBuf, PathBuf) {
 pub fn write_keypair(base: &Path) -> Result<(SigningKey, PathBuf, PathBuf), KeyError> {
     let key = generate()?;
     let (key_path, pub_path) = keypair_paths(base);
-    let private_pem = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| KeyError::Encode(e.to_string()))?;
+    let private_pem = private_key_pem(&key)?;
     let public_pem = public_key_pem(&key.verifying_key())?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -124,6 +124,19 @@ pub fn write_keypair(base: &Path) -> Result<(SigningKey, PathBuf, PathBuf), KeyE
         .and_then(|_| p.sync_all())
         .map_err(io(&pub_path))?;
     Ok((key, key_path, pub_path))
+}
+
+/// The PKCS#8 v1 PEM text of a private key (`-----BEGIN PRIVATE KEY-----`).
+///
+/// v1 (no embedded public key), exactly like `openssl genpkey -algorithm ed25519`: OpenSSL
+/// 3.0 cannot read the v2 form that the generic encoder emits.
+pub fn private_key_pem(key: &SigningKey) -> Result<Zeroizing<String>, KeyError> {
+    KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    }
+    .to_pkcs8_pem(LineEnding::LF)
+    .map_err(|e| KeyError::Encode(e.to_string()))
 }
 
 /// The SPKI PEM text of a public key (`-----BEGIN PUBLIC KEY-----`).

@@ -130,6 +130,8 @@ pub struct Manifest {
     pub created: String,
     /// The writing tool and its version.
     pub tool: String,
+    /// Digest and size of the archive's `index.json`, which is thereby covered by the signature.
+    pub index: IndexRef,
     /// What the user asked for, in order.
     pub roots: Vec<Root>,
     /// Every bundle's lock, sorted by digest.
@@ -143,6 +145,39 @@ pub struct Manifest {
     /// Reserved for delta archives; absent in v1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<serde_json::Value>,
+}
+
+/// Identifies the exact `index.json` bytes, so that the signature covers them too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexRef {
+    /// sha256 of `index.json`.
+    pub digest: Digest,
+    /// Its length.
+    pub size: u64,
+}
+
+impl IndexRef {
+    /// The reference to these `index.json` bytes.
+    pub fn of(index_json: &[u8]) -> IndexRef {
+        IndexRef {
+            digest: Digest::sha256_of(index_json),
+            size: index_json.len() as u64,
+        }
+    }
+
+    /// Fails unless `index_json` is exactly the bytes referenced.
+    pub fn check(&self, index_json: &[u8]) -> Result<(), ArchiveError> {
+        let found = IndexRef::of(index_json);
+        if found.size != self.size {
+            return Err(crate::digest::DigestError::Size {
+                digest: self.digest.clone(),
+                expected: self.size,
+                found: found.size,
+            }
+            .into());
+        }
+        Ok(self.digest.expect(&found.digest)?)
+    }
 }
 
 /// A parsed manifest plus the fields this version did not recognise.
@@ -212,13 +247,14 @@ fn unknown_paths(
 }
 
 impl Manifest {
-    /// A v1 manifest skeleton with the given creation time and tool.
-    pub fn new(created_unix: u64, tool: impl Into<String>) -> Manifest {
+    /// A v1 manifest skeleton with the given creation time, tool and `index.json` bytes.
+    pub fn new(created_unix: u64, tool: impl Into<String>, index_json: &[u8]) -> Manifest {
         Manifest {
             format: FORMAT_NAME.to_owned(),
             version: FORMAT_VERSION,
             created: rfc3339(created_unix),
             tool: tool.into(),
+            index: IndexRef::of(index_json),
             roots: Vec::new(),
             bundles: Vec::new(),
             blobs: Vec::new(),
@@ -428,7 +464,7 @@ mod tests {
     }
 
     fn sample() -> Manifest {
-        let mut m = Manifest::new(1_700_000_000, "airlift test");
+        let mut m = Manifest::new(1_700_000_000, "airlift test", b"{}");
         let d = Digest::sha256_of(b"x");
         m.blobs.push(BlobEntry {
             digest: d.clone(),

@@ -21,12 +21,13 @@ use crate::digest::{Digest, DigestError};
 use crate::keys::KeyError;
 
 pub use manifest::{
-    BlobEntry, BlobTableBuilder, BundleLock, IndexEntry, LockedImage, Manifest, Role, Root,
-    RootKind,
+    BlobEntry, BlobTableBuilder, BundleLock, IndexEntry, IndexRef, LockedImage, Manifest, Role,
+    Root, RootKind,
 };
+pub use manifest::{canonical_json, creation_time, oci_index_json, rfc3339};
 pub use reader::{ArchiveHeader, ArchiveReader, BlobIndex, BlobReader};
 pub use verify::{Report, VerifyOptions, verify};
-pub use writer::{ArchiveWriter, WriteOptions};
+pub use writer::{ArchiveWriter, WriteOptions, sign_manifest};
 
 /// Entry name of the OCI layout marker.
 pub const OCI_LAYOUT: &str = "oci-layout";

@@ -144,7 +144,18 @@ impl ArchiveReader {
                     let sig = keys::signature_from_slice(Path::new(&e.name), &bytes)?;
                     signatures.push((fp, sig));
                 }
-                EntryName::IndexJson => break tar.read_small(INDEX_JSON, MAX_INDEX)?,
+                EntryName::IndexJson => {
+                    let bytes = tar.read_small(INDEX_JSON, MAX_INDEX)?;
+                    parsed
+                        .manifest
+                        .index
+                        .check(&bytes)
+                        .map_err(|e| ArchiveError::Invalid {
+                            name: INDEX_JSON.into(),
+                            reason: format!("does not match the airlift manifest's `index`: {e}"),
+                        })?;
+                    break bytes;
+                }
                 other => return Err(order(&other, INDEX_JSON)),
             }
         };

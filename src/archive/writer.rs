@@ -173,6 +173,12 @@ impl ArchiveWriter {
                 return Err(e);
             }
         };
+        if let Err(e) = parsed.manifest.index.check(index_json) {
+            self.abort();
+            return Err(ArchiveError::Usage(format!(
+                "index.json does not match the manifest's `index`: {e}"
+            )));
+        }
         let mut sigs: Vec<&(String, [u8; SIGNATURE_LEN])> = signatures.iter().collect();
         sigs.sort_by(|a, b| a.0.cmp(&b.0));
         let mut names = Vec::new();
