@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use airlift::transfer::place::{Destination, Placement};
 use airlift::transfer::progress::Progress;
-use airlift::transfer::relocate::metadata_images;
 use airlift::transfer::publish::{RegistrySource, push_blobs, push_manifests_and_tags};
+use airlift::transfer::relocate::metadata_images;
 use airlift::transfer::walk::{RootRequest, Walker};
 use clap::Args;
 

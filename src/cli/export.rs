@@ -55,7 +55,10 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let signers = args
         .sign_key
         .iter()
-        .map(|p| airlift::keys::load_signing_key(p).with_context(|| format!("--sign-key {}", p.display())))
+        .map(|p| {
+            airlift::keys::load_signing_key(p)
+                .with_context(|| format!("--sign-key {}", p.display()))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut requests = Vec::new();
     if let Some(b) = &args.bundle {
@@ -72,7 +75,9 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     }
     let registries = args.registry.registries()?;
     let concurrency = usize::from(args.run.concurrency);
-    let graph = Walker::new(&registries, concurrency).walk(&requests).await?;
+    let graph = Walker::new(&registries, concurrency)
+        .walk(&requests)
+        .await?;
     let summary = export(
         &registries,
         &graph,

@@ -24,6 +24,10 @@ pub fn run(args: KeygenArgs) -> anyhow::Result<()> {
     let (key, private, public) = airlift::keys::write_keypair(&args.out)
         .with_context(|| format!("writing key pair {}", args.out.display()))?;
     println!("{}", airlift::keys::fingerprint(&key.verifying_key()));
-    eprintln!("wrote {} (private, mode 0600) and {}", private.display(), public.display());
+    eprintln!(
+        "wrote {} (private, mode 0600) and {}",
+        private.display(),
+        public.display()
+    );
     Ok(())
 }

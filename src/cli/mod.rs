@@ -3,7 +3,11 @@
 mod common;
 mod copy;
 mod export;
+mod import;
 mod keygen;
+mod lock_output;
+mod trust;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -26,6 +30,8 @@ struct Cli {
 enum Command {
     Keygen(keygen::KeygenArgs),
     Export(export::ExportArgs),
+    Verify(verify::VerifyArgs),
+    Import(import::ImportArgs),
     Copy(copy::CopyArgs),
 }
 
@@ -45,15 +51,19 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let result = runtime.block_on(async move {
+    // Ok(false): the command ran and found the input bad (verification failed).
+    let result: anyhow::Result<bool> = runtime.block_on(async move {
         match cli.command {
-            Command::Keygen(a) => keygen::run(a),
-            Command::Export(a) => export::run(a).await,
-            Command::Copy(a) => copy::run(a).await,
+            Command::Keygen(a) => keygen::run(a).map(|()| true),
+            Command::Export(a) => export::run(a).await.map(|()| true),
+            Command::Verify(a) => verify::run(a),
+            Command::Import(a) => import::run(a).await,
+            Command::Copy(a) => copy::run(a).await.map(|()| true),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(EXIT_FAILURE),
         Err(e) => {
             eprintln!("airlift: error: {e:#}");
             ExitCode::from(EXIT_FAILURE)

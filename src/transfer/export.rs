@@ -110,10 +110,9 @@ pub fn build_manifest(graph: &Graph, created: u64) -> Result<(Vec<u8>, Vec<u8>),
                 .map(|(image, annotations)| am::LockedImage {
                     image: image.clone(),
                     annotations: annotations.clone(),
-                    bundle: graph
-                        .locked
-                        .iter()
-                        .any(|l| l.locked_by == b.bundle && &l.image == image && l.kind == Kind::Bundle),
+                    bundle: graph.locked.iter().any(|l| {
+                        l.locked_by == b.bundle && &l.image == image && l.kind == Kind::Bundle
+                    }),
                 })
                 .collect(),
         })
@@ -140,7 +139,8 @@ pub async fn export(
     let manifest_digest = Digest::sha256_of(&manifest_bytes);
     let signatures = sign_manifest(&manifest_bytes, &opts.signers);
     let signers: Vec<String> = signatures.iter().map(|(fp, _)| fp.clone()).collect();
-    let parsed = Manifest::parse(&manifest_bytes).map_err(|e| TransferError::Other(e.to_string()))?;
+    let parsed =
+        Manifest::parse(&manifest_bytes).map_err(|e| TransferError::Other(e.to_string()))?;
     let order: Vec<(Digest, u64, Role)> = parsed
         .manifest
         .blob_order()
@@ -179,9 +179,10 @@ pub async fn export(
                 let bytes = manifest_blobs.get(&digest).cloned().unwrap_or_default();
                 w.write_blob(&digest, size, &bytes[..])
             } else {
-                let reader: crate::registry::client::BlockingBlobReader = rx
-                    .recv()
-                    .map_err(|_| TransferError::Other(format!("download of {digest} was abandoned")))?;
+                let reader: crate::registry::client::BlockingBlobReader =
+                    rx.recv().map_err(|_| {
+                        TransferError::Other(format!("download of {digest} was abandoned"))
+                    })?;
                 let counted = CountingReader {
                     inner: reader,
                     progress: &writer_progress,
@@ -199,7 +200,9 @@ pub async fn export(
             continue;
         }
         let Some(node) = graph.blobs.get(digest) else {
-            return Err(TransferError::Graph(format!("blob {digest} missing from the graph")));
+            return Err(TransferError::Graph(format!(
+                "blob {digest} missing from the graph"
+            )));
         };
         let client = registries.client(node.repo.registry()).await?;
         let stream = client.get_blob(&node.repo, &node.desc);

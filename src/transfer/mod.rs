@@ -9,6 +9,7 @@
 
 pub mod export;
 pub mod graph;
+pub mod import;
 pub mod place;
 pub mod progress;
 pub mod publish;
@@ -26,6 +27,9 @@ pub enum TransferError {
     /// The content graph is malformed (missing lock, bad reference, cycle, …).
     #[error("{0}")]
     Graph(String),
+    /// An archive failed a check (signature, digest, completeness): nothing was published.
+    #[error("verification failed: {0}")]
+    Verification(String),
     /// The request does not fit the content (e.g. `-b` on a plain image).
     #[error("{0}")]
     Usage(String),

@@ -115,9 +115,12 @@ pub async fn push_blobs<S: BlobSource>(
     progress: &Arc<Progress>,
 ) -> Result<PublishReport, TransferError> {
     let mut report = PublishReport::default();
-    let jobs: Vec<(Descriptor, Reference, Vec<String>)> = graph
-        .blobs
-        .values()
+    // Configs then layers, each by digest: the order blobs sit in an archive, so a
+    // sequential source (a compressed archive) can serve them in one pass.
+    let mut ordered: Vec<&super::graph::BlobNode> = graph.blobs.values().collect();
+    ordered.sort_by(|a, b| (a.role, &a.desc.digest).cmp(&(b.role, &b.desc.digest)));
+    let jobs: Vec<(Descriptor, Reference, Vec<String>)> = ordered
+        .into_iter()
         .map(|b| {
             let repos = placement
                 .blob_repos

@@ -48,8 +48,9 @@ pub struct ImageRelocations {
 }
 
 fn extra(repo: &str, tags: Vec<String>, img: SmallImage) -> Result<ExtraImage, TransferError> {
-    let manifest = RawManifest::from_bytes(Bytes::from(img.manifest), Some(media_type::DOCKER_MANIFEST))
-        .map_err(|e| TransferError::Other(e.to_string()))?;
+    let manifest =
+        RawManifest::from_bytes(Bytes::from(img.manifest), Some(media_type::DOCKER_MANIFEST))
+            .map_err(|e| TransferError::Other(e.to_string()))?;
     let config = Descriptor {
         media_type: media_type::DOCKER_CONFIG.to_owned(),
         digest: Digest::sha256_of(&img.config),
@@ -102,7 +103,8 @@ pub fn metadata_images(
                             .iter()
                             .map(|(image, _)| (image.clone(), is_bundle(image))),
                     );
-                    let img = locations_image(&locs).map_err(|e| TransferError::Other(e.to_string()))?;
+                    let img =
+                        locations_image(&locs).map_err(|e| TransferError::Other(e.to_string()))?;
                     let tag = format!("{}{LOCATIONS_TAG_SUFFIX}", lock.bundle.tag_form());
                     out.push(extra(repo, vec![tag], img)?);
                 }

@@ -1,0 +1,137 @@
+//! `airlift import`: a verified archive into the internal registry, with a rewritten lock.
+
+use std::path::PathBuf;
+
+use airlift::transfer::graph::Kind;
+use airlift::transfer::import::{Trust, import, open_archive};
+use airlift::transfer::place::Destination;
+use anyhow::Context;
+use clap::Args;
+
+use super::common::{RegistryArgs, RunArgs, parse_ref};
+use super::lock_output::write_relocated_lock;
+use super::trust::TrustArgs;
+
+/// Push a verified archive into a registry inside the air gap.
+///
+/// Signatures are checked before anything else is read. Every blob is checked against its
+/// sha256 while it streams to the registry (blobs the registry already has are skipped, so a
+/// re-run resumes an interrupted import). Manifests, indexes and tags are pushed only after
+/// every blob verified: a tampered archive leaves no manifest and no tag behind.
+///
+/// --to-repo REPO reproduces imgpkg's relocation (everything in REPO, tagged
+/// sha256-<hex>.imgpkg, the bundle's tag kept, a locations image per bundle), so both
+/// `imgpkg pull -b REPO:TAG` and `airlift pull -b REPO:TAG` rewrite the bundle's lock to REPO.
+/// --to-registry PREFIX keeps repository paths (src.example/library/redis -> PREFIX/library/redis).
+/// The archive is only read: nothing is written next to it.
+///
+/// Example: airlift import app-1.0.tar --to-repo registry.internal/apps/app --trust release.pub --lock-output app.lock.yml
+#[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("dest").required(true).args(["to_repo", "to_registry"]))]
+pub struct ImportArgs {
+    /// The archive (`.tar` or `.tar.zst`).
+    #[arg(value_name = "ARCHIVE")]
+    pub archive: PathBuf,
+    /// Destination repository for imgpkg's flat layout.
+    #[arg(long = "to-repo", value_name = "REPO")]
+    pub to_repo: Option<String>,
+    /// Destination registry (and optional path prefix) keeping repository paths.
+    #[arg(long = "to-registry", value_name = "PREFIX")]
+    pub to_registry: Option<String>,
+    /// Write the relocated lock: a BundleLock for a bundle, an ImagesLock for images.
+    #[arg(long = "lock-output", value_name = "FILE")]
+    pub lock_output: Option<PathBuf>,
+    /// Check signatures and every blob, print the plan, push nothing.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+pub async fn run(args: ImportArgs) -> anyhow::Result<bool> {
+    let trust = Trust {
+        keys: args.trust.keys()?,
+        required: args.trust.require_signatures,
+        allow_unsigned: args.trust.allow_unsigned,
+    };
+    let dest = match (&args.to_repo, &args.to_registry) {
+        (Some(r), _) => Destination::Repo(parse_ref(r, "--to-repo")?),
+        (_, Some(p)) => Destination::Registry(p.trim_end_matches('/').to_owned()),
+        _ => anyhow::bail!("one of --to-repo or --to-registry is required"),
+    };
+    if args.dry_run {
+        let opts = airlift::archive::verify::VerifyOptions {
+            trusted: trust.keys.clone(),
+            required: trust.required,
+            allow_unsigned: trust.allow_unsigned,
+        };
+        let path = args.archive.clone();
+        let report =
+            tokio::task::spawn_blocking(move || airlift::archive::verify::verify(&path, &opts))
+                .await?;
+        if !report.ok {
+            for f in &report.failures {
+                eprintln!("FAILED {:?}: {}", f.kind, f.message);
+            }
+            return Ok(false);
+        }
+        let opened = open_archive(&args.archive, &trust).await?;
+        let placement = airlift::transfer::place::Placement::plan(&opened.graph, &dest)?;
+        for (from, to) in &placement.mapping {
+            println!("{from} -> {to}");
+        }
+        eprintln!(
+            "dry run: archive verifies; would push {} blobs and {} manifests, set {} tags",
+            opened.graph.blobs.len(),
+            opened.graph.manifests.len(),
+            placement.tags.len()
+        );
+        return Ok(true);
+    }
+    let opened = open_archive(&args.archive, &trust).await?;
+    if opened.signers.is_empty() {
+        eprintln!("warning: importing an archive without trusted signatures (--allow-unsigned)");
+    } else {
+        eprintln!("signed by {}", opened.signers.join(", "));
+    }
+    let registries = args.registry.registries()?;
+    let (summary, placement, graph) = import(
+        &registries,
+        opened,
+        &dest,
+        usize::from(args.run.concurrency),
+        args.run.progress_mode(),
+    )
+    .await
+    .with_context(|| format!("importing {}", args.archive.display()))?;
+    for root in &graph.roots {
+        if let Some(to) = placement.mapping.get(root.reference.original()) {
+            println!("{} -> {to}", root.reference.original());
+        }
+    }
+    if let Some(out) = &args.lock_output {
+        write_relocated_lock(out, &graph, &placement)?;
+        eprintln!("wrote {}", out.display());
+    }
+    let r = &summary.report;
+    eprintln!(
+        "imported {} bundle(s) and {} image(s): pushed {} blobs ({} bytes), {} already present; {} manifests pushed, {} present; {} tags",
+        graph
+            .roots
+            .iter()
+            .filter(|r| r.kind == Kind::Bundle)
+            .count(),
+        graph.roots.iter().filter(|r| r.kind == Kind::Image).count() + graph.locked.len(),
+        r.blobs_pushed,
+        r.bytes_pushed,
+        r.blobs_present,
+        r.manifests_pushed,
+        r.manifests_present,
+        r.tags.len()
+    );
+    Ok(true)
+}

@@ -1,0 +1,566 @@
+//! Import: an archive into a registry, nothing addressable until everything verified.
+//!
+//! Order of work:
+//! 1. read the header and check signatures (before any blob is read);
+//! 2. read every manifest and index blob (verified), build the [`Graph`], check that
+//!    it is closed (every descriptor listed) and that every listed blob is in the archive;
+//! 3. push configs and layers, each verified while it streams (skipping what the
+//!    registry already has: a re-run resumes);
+//! 4. only then push manifests children-first, the metadata images, and tags.
+//!
+//! Uncompressed archives are read with random access (parallel uploads);
+//! zstd archives are read in one sequential pass.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::TransferError;
+use super::graph::{BundleLockInfo, Graph, Kind, LockedImage, ManifestNode, Root};
+use super::place::{Destination, Placement};
+use super::progress::{Progress, ProgressMode};
+use super::publish::{BlobSource, ByteStream, PublishReport, push_blobs, push_manifests_and_tags};
+use super::relocate::metadata_images;
+use crate::archive::manifest::{Manifest, Role, RootKind};
+use crate::archive::reader::{ArchiveHeader, ArchiveReader, BlobIndex};
+use crate::archive::{ArchiveError, MAX_INDEX};
+use crate::digest::Digest;
+use crate::keys::VerifyingKey;
+use crate::oci::{Descriptor, RawManifest};
+use crate::reference::Reference;
+use crate::registry::Registries;
+
+/// Bytes per chunk read from an archive.
+const CHUNK: usize = 256 * 1024;
+/// Chunks buffered per blob between the archive reader and an upload.
+const CHUNKS_IN_FLIGHT: usize = 16;
+
+/// Which signatures an import insists on.
+#[derive(Debug, Clone)]
+pub struct Trust {
+    /// Public keys whose signatures count.
+    pub keys: Vec<VerifyingKey>,
+    /// Distinct trusted signers required.
+    pub required: usize,
+    /// Accept an archive without them (`--allow-unsigned`).
+    pub allow_unsigned: bool,
+}
+
+impl Trust {
+    /// Checks the header's signatures; returns the fingerprints of trusted signers.
+    pub fn check(&self, header: &ArchiveHeader) -> Result<Vec<String>, TransferError> {
+        let valid = header.valid_signers(&self.keys);
+        if self.allow_unsigned {
+            return Ok(valid);
+        }
+        if self.keys.is_empty() {
+            return Err(TransferError::Usage(
+                "no trusted keys given: pass --trust PUB (or --allow-unsigned to skip signature checks)".into(),
+            ));
+        }
+        if header.signatures.is_empty() {
+            return Err(TransferError::Verification(
+                "the archive is unsigned; refusing it (pass --allow-unsigned to accept unsigned archives)".into(),
+            ));
+        }
+        header
+            .check_signatures(&self.keys, self.required.max(1))
+            .map_err(|e| {
+                TransferError::Verification(format!(
+                    "{e}; archive signed by {}",
+                    header
+                        .signatures
+                        .iter()
+                        .map(|(fp, _)| fp.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+    }
+}
+
+/// An archive opened for import: header checked, manifests read, graph built.
+pub struct OpenedArchive {
+    /// The archive file.
+    pub path: PathBuf,
+    /// Its leading entries.
+    pub header: ArchiveHeader,
+    /// The content graph it carries.
+    pub graph: Graph,
+    /// Fingerprints of trusted signers.
+    pub signers: Vec<String>,
+    source: ArchiveSource,
+}
+
+fn archive_err(path: &Path) -> impl Fn(ArchiveError) -> TransferError + '_ {
+    move |e| TransferError::Verification(format!("{}: {e}", path.display()))
+}
+
+/// Builds the graph an archive carries from its airlift manifest and manifest blobs.
+pub fn graph_from_archive(
+    manifest: &Manifest,
+    manifests: Vec<RawManifest>,
+) -> Result<Graph, TransferError> {
+    let bad = |m: String| TransferError::Verification(m);
+    let by_digest: HashMap<Digest, RawManifest> = manifests
+        .into_iter()
+        .map(|m| (m.digest.clone(), m))
+        .collect();
+    let mut graph = Graph::default();
+    // Each top-level manifest is "found at" the reference it is known by; children inherit it.
+    let mut tops: Vec<(Digest, Reference)> = Vec::new();
+    for r in &manifest.roots {
+        let reference = Reference::parse(&r.reference)
+            .map_err(|e| bad(format!("airlift manifest root: {e}")))?;
+        graph.roots.push(Root {
+            reference: reference.clone(),
+            digest: r.digest.clone(),
+            media_type: r.media_type.clone(),
+            kind: match r.kind {
+                RootKind::Bundle => Kind::Bundle,
+                RootKind::Image => Kind::Image,
+            },
+        });
+        tops.push((r.digest.clone(), reference));
+    }
+    for b in &manifest.bundles {
+        let mut entries = Vec::new();
+        for img in &b.images {
+            let reference = Reference::parse(&img.image)
+                .map_err(|e| bad(format!("bundle {} lock: {e}", b.digest)))?;
+            let digest = reference.digest().cloned().ok_or_else(|| {
+                bad(format!(
+                    "bundle {} lock names {} without a digest",
+                    b.digest, img.image
+                ))
+            })?;
+            let media_type = by_digest
+                .get(&digest)
+                .map(|m| m.media_type.clone())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "{} (locked by bundle {}) is not in the archive",
+                        img.image, b.digest
+                    ))
+                })?;
+            graph.locked.push(LockedImage {
+                image: img.image.clone(),
+                digest: digest.clone(),
+                media_type,
+                kind: if img.bundle {
+                    Kind::Bundle
+                } else {
+                    Kind::Image
+                },
+                locked_by: b.digest.clone(),
+            });
+            entries.push((img.image.clone(), img.annotations.clone()));
+            tops.push((digest, reference));
+        }
+        graph.bundle_locks.push(BundleLockInfo {
+            bundle: b.digest.clone(),
+            lock_bytes: Vec::new(),
+            entries,
+        });
+    }
+    let mut queue: Vec<(Digest, Reference)> = tops;
+    while let Some((d, at)) = queue.pop() {
+        if graph.manifests.contains_key(&d) {
+            continue;
+        }
+        let m = by_digest
+            .get(&d)
+            .cloned()
+            .ok_or_else(|| bad(format!("manifest {d} (for {at}) is not in the archive")))?;
+        for child in m.child_manifests() {
+            queue.push((child.digest.clone(), at.clone()));
+        }
+        let node = ManifestNode {
+            manifest: m,
+            repo: at,
+        };
+        graph.add_blobs_of(&node);
+        graph.manifests.insert(d, node);
+    }
+    // Closure: every blob any manifest names must be in the blob table, with the same size.
+    for (d, blob) in &graph.blobs {
+        match manifest.blob(d) {
+            Some(e) if e.size == blob.desc.size => {}
+            Some(e) => {
+                return Err(bad(format!(
+                    "blob {d}: manifests say {} bytes, the airlift manifest says {}",
+                    blob.desc.size, e.size
+                )));
+            }
+            None => {
+                return Err(bad(format!(
+                    "blob {d} is referenced but not listed in the airlift manifest"
+                )));
+            }
+        }
+    }
+    Ok(graph)
+}
+
+/// Where an import reads blobs from.
+enum ArchiveSource {
+    /// Uncompressed: random access, parallel reads.
+    Indexed(Arc<BlobIndex>),
+    /// zstd: one pass, blobs handed over in archive order.
+    Sequential(SequentialBlobs),
+}
+
+/// One blob offered by the sequential reader: its digest and its chunks.
+type Offer = (Digest, mpsc::Receiver<std::io::Result<Bytes>>);
+/// The sequential reader's final word: blobs never seen, or why it stopped.
+type PassResult = oneshot::Receiver<Result<Vec<Digest>, ArchiveError>>;
+
+struct SequentialBlobs {
+    next: Mutex<mpsc::Receiver<Offer>>,
+    done: Mutex<Option<PassResult>>,
+}
+
+impl BlobSource for ArchiveSource {
+    async fn open(
+        &self,
+        _repo: &Reference,
+        desc: &Descriptor,
+    ) -> Result<ByteStream, TransferError> {
+        match self {
+            ArchiveSource::Indexed(index) => {
+                let index = Arc::clone(index);
+                let digest = desc.digest.clone();
+                let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
+                tokio::task::spawn_blocking(move || {
+                    let mut r = match index.open_blob(&digest) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+                            return;
+                        }
+                    };
+                    pump(&mut r, &tx);
+                });
+                Ok(channel_stream(rx))
+            }
+            ArchiveSource::Sequential(seq) => {
+                let mut next = seq.next.lock().await;
+                loop {
+                    match next.recv().await {
+                        Some((d, chunks)) if d == desc.digest => return Ok(channel_stream(chunks)),
+                        Some(_) => continue, // already in the registry: skipped (the reader still verifies it)
+                        None => {
+                            return Err(TransferError::Other(format!(
+                                "blob {} is not available from the compressed archive (out of order, \
+                                 or a retry after a partial upload: re-run the import to resume)",
+                                desc.digest
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn pump(r: &mut impl Read, tx: &mpsc::Sender<std::io::Result<Bytes>>) -> bool {
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        match r.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => {
+                buf.truncate(n);
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    return false;
+                }
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return false;
+            }
+        }
+    }
+}
+
+fn channel_stream(rx: mpsc::Receiver<std::io::Result<Bytes>>) -> ByteStream {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) }).boxed()
+}
+
+/// Opens an archive for import: signatures first, then manifests and the graph.
+pub async fn open_archive(path: &Path, trust: &Trust) -> Result<OpenedArchive, TransferError> {
+    let path_buf = path.to_path_buf();
+    let trust = trust.clone();
+    let (head_tx, head_rx) = oneshot::channel();
+    let (blob_tx, blob_rx) = mpsc::channel(1);
+    let (done_tx, done_rx) = oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        let p = path_buf.clone();
+        let mut reader = match ArchiveReader::open(&p) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = head_tx.send(Err(archive_err(&p)(e)));
+                return;
+            }
+        };
+        let signers = match trust.check(reader.header()) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = head_tx.send(Err(e));
+                return;
+            }
+        };
+        let compressed = reader.header().compressed;
+        let header = reader.header().clone();
+        // Manifests are read in this pass; a zstd archive keeps going from the first config.
+        let mut manifests = Vec::new();
+        loop {
+            let mut blob = match reader.next_blob() {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = head_tx.send(Err(archive_err(&p)(e)));
+                    return;
+                }
+            };
+            if matches!(blob.role, Role::Manifest | Role::Index) {
+                if blob.size > MAX_INDEX {
+                    let _ = head_tx.send(Err(TransferError::Verification(format!(
+                        "manifest blob {} is {} bytes, over the {MAX_INDEX}-byte limit",
+                        blob.digest, blob.size
+                    ))));
+                    return;
+                }
+                let mut bytes = Vec::with_capacity(blob.size as usize);
+                let media_type = blob.media_type.clone();
+                let digest = blob.digest.clone();
+                if let Err(e) = blob.read_to_end(&mut bytes) {
+                    let _ = head_tx.send(Err(TransferError::Verification(format!(
+                        "{}: blob {digest}: {e}",
+                        p.display()
+                    ))));
+                    return;
+                }
+                match RawManifest::from_bytes(Bytes::from(bytes), Some(&media_type)) {
+                    Ok(m) => manifests.push(m),
+                    Err(e) => {
+                        let _ = head_tx.send(Err(TransferError::Verification(e.to_string())));
+                        return;
+                    }
+                }
+                continue;
+            }
+            if !compressed {
+                break;
+            }
+            // Sequential mode: the graph goes to the caller, then blobs follow in archive order.
+            if head_tx.send(Ok((header, manifests, signers))).is_err() {
+                return;
+            }
+            hand_over(&mut blob, &blob_tx);
+            drop(blob);
+            let result = stream_rest(&mut reader, &blob_tx);
+            let _ = done_tx.send(result);
+            return;
+        }
+        let missing: Vec<Digest> = if compressed {
+            reader
+                .missing()
+                .into_iter()
+                .map(|b| b.digest.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let _ = head_tx.send(Ok((header, manifests, signers)));
+        let _ = done_tx.send(Ok(missing));
+    });
+    let (header, manifests, signers) = head_rx
+        .await
+        .map_err(|_| TransferError::Other("archive reader stopped".into()))??;
+    let graph = graph_from_archive(&header.manifest, manifests)?;
+    let source = if header.compressed {
+        ArchiveSource::Sequential(SequentialBlobs {
+            next: Mutex::new(blob_rx),
+            done: Mutex::new(Some(done_rx)),
+        })
+    } else {
+        let p = path.to_path_buf();
+        let index = tokio::task::spawn_blocking(move || BlobIndex::build(&p))
+            .await
+            .map_err(|e| TransferError::Other(e.to_string()))?
+            .map_err(archive_err(path))?;
+        let missing: Vec<String> = header
+            .manifest
+            .blobs
+            .iter()
+            .filter(|b| index.get(&b.digest).is_none())
+            .map(|b| b.digest.to_string())
+            .collect();
+        if !missing.is_empty() {
+            return Err(TransferError::Verification(format!(
+                "{}: {} blob(s) listed in the airlift manifest are missing: {}",
+                path.display(),
+                missing.len(),
+                missing
+                    .iter()
+                    .take(10)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        ArchiveSource::Indexed(Arc::new(index))
+    };
+    Ok(OpenedArchive {
+        path: path.to_path_buf(),
+        header,
+        graph,
+        signers,
+        source,
+    })
+}
+
+/// Offers one blob to the uploader; whatever it takes, the entry is read to its end (and so verified).
+fn hand_over(blob: &mut (impl Read + HasDigest), blob_tx: &mpsc::Sender<Offer>) {
+    let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    if blob_tx.blocking_send((blob.digest(), rx)).is_ok() {
+        pump(blob, &tx);
+    }
+    drain(blob);
+}
+
+/// A blob being read, named by its digest.
+trait HasDigest {
+    fn digest(&self) -> Digest;
+}
+
+impl HasDigest for crate::archive::reader::BlobReader<'_> {
+    fn digest(&self) -> Digest {
+        self.digest.clone()
+    }
+}
+
+/// Reads a blob to its end (verifying it) without sending it anywhere.
+fn drain(r: &mut impl Read) {
+    let _ = std::io::copy(r, &mut std::io::sink());
+}
+
+/// The sequential pass over the rest of a zstd archive; returns blobs never seen.
+fn stream_rest(
+    reader: &mut ArchiveReader,
+    blob_tx: &mpsc::Sender<Offer>,
+) -> Result<Vec<Digest>, ArchiveError> {
+    loop {
+        let mut blob = match reader.next_blob()? {
+            None => break,
+            Some(b) => b,
+        };
+        hand_over(&mut blob, blob_tx);
+    }
+    Ok(reader
+        .missing()
+        .into_iter()
+        .map(|b| b.digest.clone())
+        .collect())
+}
+
+/// What an import did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImportSummary {
+    /// sha256 of the archive's airlift manifest.
+    pub manifest_digest: Digest,
+    /// Trusted signers.
+    pub signers: Vec<String>,
+    /// The registry work.
+    pub report: PublishReport,
+    /// Where each root and locked image went.
+    pub mapping: BTreeMap<String, String>,
+}
+
+/// Pushes an opened archive to `dest`.
+pub async fn import(
+    registries: &Registries,
+    opened: OpenedArchive,
+    dest: &Destination,
+    concurrency: usize,
+    progress: ProgressMode,
+) -> Result<(ImportSummary, Placement, Graph), TransferError> {
+    let graph = opened.graph;
+    let placement = Placement::plan(&graph, dest)?;
+    let concurrency = match opened.source {
+        ArchiveSource::Indexed(_) => concurrency,
+        ArchiveSource::Sequential(_) => 1,
+    };
+    let total: u64 = graph.blobs.values().map(|b| b.desc.size).sum();
+    let progress = Arc::new(Progress::new(
+        progress,
+        "import",
+        graph.blobs.len() as u64,
+        total,
+    ));
+    let mut report = push_blobs(
+        registries,
+        &graph,
+        &placement,
+        &opened.source,
+        concurrency,
+        &progress,
+    )
+    .await?;
+    // A compressed archive is only known complete once the pass has ended.
+    if let ArchiveSource::Sequential(seq) = &opened.source {
+        {
+            let mut next = seq.next.lock().await;
+            while next.recv().await.is_some() {}
+        }
+        let done = seq.done.lock().await.take();
+        if let Some(done) = done {
+            let missing = done
+                .await
+                .map_err(|_| TransferError::Other("archive reader stopped".into()))?
+                .map_err(archive_err(&opened.path))?;
+            if !missing.is_empty() {
+                return Err(TransferError::Verification(format!(
+                    "{}: {} blob(s) listed in the airlift manifest are missing: {}",
+                    opened.path.display(),
+                    missing.len(),
+                    missing
+                        .iter()
+                        .take(10)
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+    }
+    let extras = metadata_images(&graph, &placement, dest)?;
+    push_manifests_and_tags(registries, &graph, &placement, &extras, &mut report).await?;
+    progress.finish();
+    let summary = ImportSummary {
+        manifest_digest: Digest::sha256_of(&opened.header.manifest_bytes),
+        signers: opened.signers,
+        report,
+        mapping: placement
+            .mapping
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect(),
+    };
+    Ok((summary, placement, graph))
+}
+
+/// Digests of every blob in an archive's table (for messages and checks).
+pub fn listed_blobs(header: &ArchiveHeader) -> BTreeSet<Digest> {
+    header
+        .manifest
+        .blobs
+        .iter()
+        .map(|b| b.digest.clone())
+        .collect()
+}
