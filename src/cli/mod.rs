@@ -2,6 +2,10 @@
 
 mod common;
 mod copy;
+mod lock;
+mod pull;
+mod push;
+mod rewrite;
 
 use std::process::ExitCode;
 
@@ -23,6 +27,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Copy(copy::CopyArgs),
+    Lock(lock::LockArgs),
+    Rewrite(rewrite::RewriteArgs),
+    Push(push::PushArgs),
+    Pull(pull::PullArgs),
 }
 
 /// Exit code for a failed check or operation (usage errors exit 2, from clap).
@@ -44,6 +52,10 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Copy(a) => copy::run(a).await,
+            Command::Lock(a) => lock::run(a).await,
+            Command::Rewrite(a) => rewrite::run(a).await,
+            Command::Push(a) => push::run(a).await,
+            Command::Pull(a) => pull::run(a).await,
         }
     });
     match result {

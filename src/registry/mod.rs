@@ -107,7 +107,11 @@ impl Registries {
         }
         let plain = (self.opts.insecure || is_loopback_host(host)) && speaks_plain_http(host).await;
         // Credential helpers are external programs: run the lookup off the async threads.
-        let (h, a, env) = (host.to_owned(), self.opts.auth.clone(), self.opts.env.clone());
+        let (h, a, env) = (
+            host.to_owned(),
+            self.opts.auth.clone(),
+            self.opts.env.clone(),
+        );
         let resolved = tokio::task::spawn_blocking(move || auth::resolve(&h, &a, &env))
             .await
             .map_err(|e| RegistryError::Config(format!("credential lookup for {host}: {e}")))?

@@ -273,12 +273,13 @@ impl<'a> Walker<'a> {
             TransferError::Graph(format!("bundle {at}: .imgpkg/images.yml is not UTF-8"))
         })?;
         let name = std::path::PathBuf::from(format!("{at}: .imgpkg/images.yml"));
-        let entries = crate::author::lock::ImagesLock::parse(&text, &name, &crate::yaml::Limits::default())
-            .map_err(|e| TransferError::Graph(e.to_string()))?
-            .images
-            .into_iter()
-            .map(|i| (i.image, i.annotations))
-            .collect();
+        let entries =
+            crate::author::lock::ImagesLock::parse(&text, &name, &crate::yaml::Limits::default())
+                .map_err(|e| TransferError::Graph(e.to_string()))?
+                .images
+                .into_iter()
+                .map(|i| (i.image, i.annotations))
+                .collect();
         Ok(BundleLockInfo {
             bundle: node.manifest.digest.clone(),
             lock_bytes,
