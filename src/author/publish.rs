@@ -527,7 +527,7 @@ async fn repo_hosts_all(
         return Ok(digests);
     }
     let client = &client;
-    let mut checks = futures::stream::iter(digests.into_iter())
+    let mut checks = futures::stream::iter(digests)
         .map(|d| async move {
             let at = bundle.with_digest(&d);
             client.manifest_exists(&at).await.map(|ok| (d, ok))

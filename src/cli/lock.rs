@@ -17,6 +17,7 @@ use super::common::{RegistryArgs, RunArgs};
 /// the lock byte-for-byte as `kbld --imgpkg-lock-output` does, ready to be
 /// `.imgpkg/images.yml` of a bundle. Digest references are kept as they are. The lock goes to
 /// stdout unless --lock-output is given; progress goes to stderr.
+///
 /// Example: `airlift lock -f config/ --lock-output bundle/.imgpkg/images.yml`
 #[derive(Args, Debug)]
 pub struct LockArgs {

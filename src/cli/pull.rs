@@ -17,6 +17,7 @@ use super::common::{RegistryArgs, RunArgs, parse_ref};
 /// `sha256-<hex>.image-locations.imgpkg` image exists, or every digest is there), keeping
 /// annotations and order, exactly as imgpkg does after `copy --to-repo`; both of imgpkg's
 /// messages are printed. -r also pulls nested bundles into `DIR/.imgpkg/bundles/sha256-<hex>/`.
+///
 /// Example: `airlift pull -b registry.internal/apps/guestbook:1.0 -o ./guestbook`
 #[derive(Args, Debug)]
 #[command(group = clap::ArgGroup::new("source").required(true).args(["bundle", "image"]))]

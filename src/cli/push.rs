@@ -17,7 +17,9 @@ use super::common::{RegistryArgs, parse_ref};
 /// `.imgpkg/images.yml` (an ImagesLock, e.g. from `airlift lock`) directly under one -f
 /// directory; an image must have no `.imgpkg`. Symlinks are refused, `.git` is skipped.
 /// Besides REPO:TAG the manifest is also tagged `sha256-<hex>.imgpkg`. The layer is staged in
-/// a temp file, never in memory. Example:
+/// a temp file, never in memory.
+///
+/// Example:
 /// `airlift push -b registry.example.com/apps/guestbook:1.0 -f bundle/ --lock-output bundle.lock.yml`
 #[derive(Args, Debug)]
 #[command(group = clap::ArgGroup::new("target").required(true).args(["bundle", "image"]))]

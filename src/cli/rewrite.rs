@@ -14,6 +14,7 @@ use clap::Args;
 /// kbld). Each changed resource gets kbld's `kbld.k14s.io/images` annotation and documents
 /// are printed with sorted keys, byte-compatible with kbld. A reference missing from the lock
 /// is an error (all of them are listed) unless --allow-unlocked leaves them unchanged.
+///
 /// Example: `airlift rewrite -f bundle/config -f bundle/.imgpkg/images.yml | kubectl apply -f -`
 #[derive(Args, Debug)]
 pub struct RewriteArgs {
