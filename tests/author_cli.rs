@@ -648,3 +648,112 @@ fn hostile_bundle_layers_are_refused_and_nothing_escapes() {
         assert_eq!(siblings, vec![std::ffi::OsString::from("out")], "{name}");
     }
 }
+
+#[test]
+fn recursive_pull_places_nested_bundles_by_digest() {
+    let reg = Registry::start_plain();
+    let home = tempfile::tempdir().unwrap();
+    let host = reg.host();
+    seed_guestbook(&reg);
+    // Inner bundle: the guestbook, locked against this registry.
+    let inner = guestbook_copy(Some(&host));
+    let inner_lock = inner.path().join(".imgpkg/images.yml");
+    ok(&airlift(
+        home.path(),
+        &[
+            "lock",
+            "-f",
+            s(&inner.path().join("config")),
+            "--lock-output",
+            s(&inner_lock),
+        ],
+    ));
+    ok(&airlift(
+        home.path(),
+        &[
+            "push",
+            "-b",
+            &reg.reference("inner:1"),
+            "-f",
+            s(inner.path()),
+        ],
+    ));
+    let inner_digest = support::sha256_digest(&support::skopeo_inspect_raw("inner:1", &reg));
+    // Outer bundle: names the inner bundle and one plain image.
+    let outer = tempfile::tempdir().unwrap();
+    std::fs::create_dir(outer.path().join(".imgpkg")).unwrap();
+    std::fs::write(
+        outer.path().join("app.yaml"),
+        format!("bundle:\n  image: {host}/inner:1\nredis:\n  image: {host}/library/redis:6.0.5\n"),
+    )
+    .unwrap();
+    let outer_lock = outer.path().join(".imgpkg/images.yml");
+    ok(&airlift(
+        home.path(),
+        &[
+            "lock",
+            "-f",
+            s(&outer.path().join("app.yaml")),
+            "--lock-output",
+            s(&outer_lock),
+        ],
+    ));
+    ok(&airlift(
+        home.path(),
+        &[
+            "push",
+            "-b",
+            &reg.reference("outer:1"),
+            "-f",
+            s(outer.path()),
+        ],
+    ));
+
+    let out_dir = home.path().join("out");
+    let stdout = ok(&airlift(
+        home.path(),
+        &[
+            "pull",
+            "-r",
+            "-b",
+            &reg.reference("outer:1"),
+            "-o",
+            s(&out_dir),
+        ],
+    ));
+    assert!(
+        stdout.contains(&format!("{host}/inner@{inner_digest}")),
+        "{stdout}"
+    );
+    let nested = out_dir
+        .join(".imgpkg/bundles")
+        .join(inner_digest.tag_form());
+    assert_eq!(
+        std::fs::read_to_string(nested.join(".imgpkg/images.yml")).unwrap(),
+        std::fs::read_to_string(&inner_lock).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(nested.join("config/redis-leader-deployment.yaml")).unwrap(),
+        std::fs::read(inner.path().join("config/redis-leader-deployment.yaml")).unwrap()
+    );
+    // Only the bundle is nested; the plain image is not pulled.
+    assert_eq!(
+        std::fs::read_dir(out_dir.join(".imgpkg/bundles"))
+            .unwrap()
+            .count(),
+        1
+    );
+    // -r is for bundles only (usage error).
+    let out = airlift(
+        home.path(),
+        &[
+            "pull",
+            "-r",
+            "-i",
+            &reg.reference("outer:1"),
+            "-o",
+            s(&home.path().join("y")),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -32,7 +32,7 @@ pub struct PullArgs {
     #[arg(short = 'o', long = "output", value_name = "DIR", required = true)]
     pub output: PathBuf,
     /// Also pull every nested bundle into DIR/.imgpkg/bundles/sha256-<hex>/.
-    #[arg(short = 'r', long = "recursive", requires = "bundle")]
+    #[arg(short = 'r', long = "recursive", conflicts_with = "image")]
     pub recursive: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,

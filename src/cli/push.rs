@@ -34,7 +34,7 @@ pub struct PushArgs {
     #[arg(short = 'f', long = "file", value_name = "PATH", required = true)]
     pub files: Vec<PathBuf>,
     /// Write a BundleLock (bundle digest reference and tag) to FILE.
-    #[arg(long = "lock-output", value_name = "FILE", requires = "bundle")]
+    #[arg(long = "lock-output", value_name = "FILE", conflicts_with = "image")]
     pub lock_output: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryArgs,
