@@ -457,3 +457,21 @@ pub fn small_image(tar: &[u8]) -> Result<SmallImage, AuthorError> {
         manifest,
     })
 }
+
+/// Whether a config JSON carries the imgpkg bundle label (the key's presence is what counts).
+pub fn config_is_bundle(config: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Cfg {
+        config: Option<Inner>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Inner {
+        #[serde(rename = "Labels")]
+        labels: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+    }
+    serde_json::from_slice::<Cfg>(config)
+        .ok()
+        .and_then(|c| c.config)
+        .and_then(|c| c.labels)
+        .is_some_and(|l| l.contains_key(BUNDLE_LABEL))
+}

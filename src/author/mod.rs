@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod extract;
 pub mod kbld;
 pub mod lock;
+pub mod publish;
 pub mod rewrite;
 pub mod scan;
 

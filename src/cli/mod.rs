@@ -5,7 +5,11 @@ mod copy;
 mod export;
 mod import;
 mod keygen;
+mod lock;
 mod lock_output;
+mod pull;
+mod push;
+mod rewrite;
 mod trust;
 mod verify;
 
@@ -28,6 +32,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Lock(lock::LockArgs),
+    Rewrite(rewrite::RewriteArgs),
+    Push(push::PushArgs),
+    Pull(pull::PullArgs),
     Keygen(keygen::KeygenArgs),
     Export(export::ExportArgs),
     Verify(verify::VerifyArgs),
@@ -54,6 +62,10 @@ pub fn main() -> ExitCode {
     // Ok(false): the command ran and found the input bad (verification failed).
     let result: anyhow::Result<bool> = runtime.block_on(async move {
         match cli.command {
+            Command::Lock(a) => lock::run(a).await.map(|()| true),
+            Command::Rewrite(a) => rewrite::run(a).await.map(|()| true),
+            Command::Push(a) => push::run(a).await.map(|()| true),
+            Command::Pull(a) => pull::run(a).await.map(|()| true),
             Command::Keygen(a) => keygen::run(a).map(|()| true),
             Command::Export(a) => export::run(a).await.map(|()| true),
             Command::Verify(a) => verify::run(a),

@@ -156,6 +156,14 @@ impl RegistryClient {
         }
     }
 
+    /// Makes the credential known to oci-client, whose blob and push calls take none of their own.
+    async fn authed(&self) -> &oci_client::Client {
+        self.client
+            .store_auth_if_needed(&self.host, &self.auth)
+            .await;
+        &self.client
+    }
+
     /// The host this client talks to.
     pub fn host(&self) -> &str {
         &self.host
@@ -347,7 +355,8 @@ impl RegistryClient {
         let d = digest.to_string();
         self.retry
             .run(|| async {
-                self.client
+                self.authed()
+                    .await
                     .blob_exists(&image, &d)
                     .await
                     .map_err(|e| self.map_err(&what, e))
@@ -402,14 +411,14 @@ impl RegistryClient {
         let mut attempt = 0u32;
         loop {
             let offset = verifier.seen();
+            let client = self.authed().await;
             let opened = if offset == 0 {
-                self.client
+                client
                     .pull_blob_stream(&image, &odesc)
                     .await
                     .map(|s| (s, 0u64))
             } else {
-                match self
-                    .client
+                match client
                     .pull_blob_stream_partial(&image, &odesc, offset, None)
                     .await
                 {
@@ -522,7 +531,8 @@ impl RegistryClient {
             })?;
             let stream = stream.map(|r| r.map_err(OciDistributionError::IoError));
             let result = self
-                .client
+                .authed()
+                .await
                 .push_blob_stream(&image, stream, &digest, Some(desc.size))
                 .await
                 .map(|_| ())
@@ -555,7 +565,8 @@ impl RegistryClient {
     pub async fn mount_blob(&self, repo: &Reference, from: &Reference, digest: &Digest) -> bool {
         let image = oci_ref(repo);
         let source = oci_ref(from);
-        self.client
+        self.authed()
+            .await
             .mount_blob(&image, &source, &digest.to_string())
             .await
             .is_ok()
@@ -573,7 +584,8 @@ impl RegistryClient {
         })?;
         self.retry
             .run(|| async {
-                self.client
+                self.authed()
+                    .await
                     .push_manifest_raw(&image, m.bytes.clone(), ct.clone())
                     .await
                     .map(|_| ())

@@ -4,7 +4,7 @@
 //! concurrency; config and layer blobs are only recorded, never read, except the
 //! small config and layer of a bundle, which are needed to find its lock.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::Read;
 
 use bytes::Bytes;
@@ -17,8 +17,7 @@ use crate::oci::{Descriptor, RawManifest};
 use crate::reference::Reference;
 use crate::registry::{Registries, RegistryError};
 
-/// Label that marks an imgpkg bundle's config.
-pub const BUNDLE_LABEL: &str = "dev.carvel.imgpkg.bundle";
+use crate::author::bundle::BUNDLE_LABEL;
 /// Largest bundle config or layer read into memory.
 const MAX_SMALL_BLOB: u64 = 64 * 1024 * 1024;
 /// Largest `.imgpkg/images.yml` accepted.
@@ -89,7 +88,7 @@ impl<'a> Walker<'a> {
             return Ok(false);
         };
         let bytes = self.small_blob(&node.repo, config, MAX_SMALL_BLOB).await?;
-        Ok(config_has_bundle_label(&bytes))
+        Ok(crate::author::bundle::config_is_bundle(&bytes))
     }
 
     /// Fetches a manifest and, if it is an index, all its children (all platforms), into `graph`.
@@ -286,24 +285,6 @@ impl<'a> Walker<'a> {
             entries,
         })
     }
-}
-
-/// Whether a config JSON carries the bundle label.
-pub fn config_has_bundle_label(config: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Cfg {
-        config: Option<Inner>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Inner {
-        #[serde(rename = "Labels")]
-        labels: Option<BTreeMap<String, String>>,
-    }
-    serde_json::from_slice::<Cfg>(config)
-        .ok()
-        .and_then(|c| c.config)
-        .and_then(|c| c.labels)
-        .is_some_and(|l| l.contains_key(BUNDLE_LABEL))
 }
 
 /// Extracts `.imgpkg/images.yml` from a bundle layer (gzip tar) held in memory.
