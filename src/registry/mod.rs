@@ -107,7 +107,11 @@ impl Registries {
         }
         let plain = (self.opts.insecure || is_loopback_host(host)) && speaks_plain_http(host).await;
         // Credential helpers are external programs: run the lookup off the async threads.
-        let (h, a, env) = (host.to_owned(), self.opts.auth.clone(), self.opts.env.clone());
+        let (h, a, env) = (
+            host.to_owned(),
+            self.opts.auth.clone(),
+            self.opts.env.clone(),
+        );
         let resolved = tokio::task::spawn_blocking(move || auth::resolve(&h, &a, &env))
             .await
             .map_err(|e| RegistryError::Config(format!("credential lookup for {host}: {e}")))?
@@ -128,6 +132,20 @@ impl Registries {
         let client = oci_client::Client::try_from(config).map_err(|e| {
             RegistryError::Config(format!("cannot set up a client for {host}: {e}"))
         })?;
+        // oci-client only sends credentials on calls that take none (HEAD blob, uploads,
+        // mounts) once some are stored for the registry. Pulls store them as a side
+        // effect, but a destination's first call is a HEAD: store them up front.
+        let key = oci_client::Reference::with_tag(
+            host.to_owned(),
+            "airlift/probe".to_owned(),
+            "latest".to_owned(),
+        );
+        client
+            .store_auth_if_needed(
+                key.resolve_registry(),
+                &resolved.credential.to_registry_auth(),
+            )
+            .await;
         let c = Arc::new(RegistryClient::new(
             host.to_owned(),
             client,
