@@ -241,8 +241,14 @@ impl RegistryClient {
             OciDistributionError::RequestError(re) => {
                 let detail = chain_text(&re);
                 let lower = detail.to_lowercase();
+                // Calls without an error body (HEAD, some GETs) surface their status only here.
+                let status = re.status().map(|s| s.as_u16());
                 if lower.contains("certificate") || lower.contains("unknownissuer") {
                     RegistryError::UntrustedCertificate { host, detail }
+                } else if matches!(status, Some(401 | 403)) {
+                    unauthorized(host, what)
+                } else if status == Some(404) {
+                    RegistryError::NotFound { host, what }
                 } else if let Some(status) = re.status() {
                     RegistryError::Server {
                         host,
@@ -432,6 +438,7 @@ impl RegistryClient {
                 Err(e) => self.map_err(&what, e),
                 Ok((mut stream, mut skip)) => {
                     let mut failure = None;
+                    let mut last: Option<Bytes> = None;
                     while let Some(item) = stream.next().await {
                         match item {
                             Ok(mut chunk) => {
@@ -450,6 +457,13 @@ impl RegistryClient {
                                         source,
                                     }
                                 })?;
+                                if verifier.seen() == desc.size {
+                                    // Held back until the digest is checked, so no consumer
+                                    // (e.g. an upload with a known length) ever gets the
+                                    // complete bytes of wrong content.
+                                    last = Some(chunk);
+                                    continue;
+                                }
                                 if tx.send(Ok(chunk)).await.is_err() {
                                     return Ok(()); // consumer gone
                                 }
@@ -479,11 +493,15 @@ impl RegistryClient {
                     }
                     match failure {
                         None if verifier.seen() == desc.size => {
-                            return verifier.finish().map_err(|source| RegistryError::Content {
+                            verifier.finish().map_err(|source| RegistryError::Content {
                                 host: self.host.clone(),
                                 what,
                                 source,
-                            });
+                            })?;
+                            if let Some(chunk) = last {
+                                let _ = tx.send(Ok(chunk)).await;
+                            }
+                            return Ok(());
                         }
                         None => RegistryError::Unreachable {
                             host: self.host.clone(),
@@ -529,7 +547,19 @@ impl RegistryClient {
                 digest: desc.digest.clone(),
                 detail: e.to_string(),
             })?;
-            let stream = stream.map(|r| r.map_err(OciDistributionError::IoError));
+            // Remember whether our own stream failed (wrong content at the source, a bad
+            // archive): that is final, not the destination's fault, and not worth a retry.
+            // Matching the error text is not enough: the source's wording varies.
+            let source_failure = Arc::new(std::sync::Mutex::new(None::<String>));
+            let seen = Arc::clone(&source_failure);
+            let stream = stream.map(move |r| {
+                r.map_err(|e| {
+                    if let Ok(mut slot) = seen.lock() {
+                        slot.get_or_insert_with(|| e.to_string());
+                    }
+                    OciDistributionError::IoError(e)
+                })
+            });
             let result = self
                 .authed()
                 .await
@@ -537,18 +567,15 @@ impl RegistryClient {
                 .await
                 .map(|_| ())
                 .map_err(|e| {
-                    // An error from our own stream (bad archive data) is not the registry's fault.
-                    if let OciDistributionError::RequestError(re) = &e {
-                        let text = chain_text(re);
-                        if text.contains("digest mismatch") || text.contains("size mismatch") {
-                            return RegistryError::Upload {
-                                host: self.host.clone(),
-                                digest: desc.digest.clone(),
-                                detail: text,
-                            };
-                        }
+                    let from_source = source_failure.lock().ok().and_then(|mut s| s.take());
+                    match from_source {
+                        Some(detail) => RegistryError::Upload {
+                            host: self.host.clone(),
+                            digest: desc.digest.clone(),
+                            detail,
+                        },
+                        None => self.map_err(&what, e),
                     }
-                    self.map_err(&what, e)
                 });
             match result {
                 Ok(()) => return Ok(()),

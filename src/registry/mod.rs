@@ -132,6 +132,20 @@ impl Registries {
         let client = oci_client::Client::try_from(config).map_err(|e| {
             RegistryError::Config(format!("cannot set up a client for {host}: {e}"))
         })?;
+        // oci-client only sends credentials on calls that take none (HEAD blob, uploads,
+        // mounts) once some are stored for the registry. Pulls store them as a side
+        // effect, but a destination's first call is a HEAD: store them up front.
+        let key = oci_client::Reference::with_tag(
+            host.to_owned(),
+            "airlift/probe".to_owned(),
+            "latest".to_owned(),
+        );
+        client
+            .store_auth_if_needed(
+                key.resolve_registry(),
+                &resolved.credential.to_registry_auth(),
+            )
+            .await;
         let c = Arc::new(RegistryClient::new(
             host.to_owned(),
             client,
