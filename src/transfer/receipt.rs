@@ -286,7 +286,7 @@ impl Receipt {
             archive,
             archive_signers: summary.signers.clone(),
             destination: match dest {
-                Destination::Repo(r) => format!("--to-repo {r}"),
+                Destination::Repo(r) => format!("--to-repo {}", r.repo_name()),
                 Destination::Registry(p) => format!("--to-registry {p}"),
             },
             roots,
