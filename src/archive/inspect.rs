@@ -538,3 +538,86 @@ fn image_info(
         size: all.iter().map(size_of).sum(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::manifest::{BlobTableBuilder, IndexEntry, Root, oci_index_json};
+    use crate::archive::tar::{header, write_entry};
+    use crate::oci::{Descriptor, media_type};
+
+    fn desc(mt: &str, bytes: &[u8]) -> Descriptor {
+        Descriptor {
+            media_type: mt.into(),
+            digest: Digest::sha256_of(bytes),
+            size: bytes.len() as u64,
+            platform: None,
+            annotations: None,
+        }
+    }
+
+    /// An archive whose manifest has the reserved `base` field and whose layer entry is cut
+    /// short after its header: inspect must show `base` and never touch the layer's data.
+    #[test]
+    fn shows_reserved_fields_and_reads_no_layer_data() {
+        let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+        let layer = vec![7u8; 4096];
+        let image = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": media_type::OCI_MANIFEST,
+            "config": desc(media_type::OCI_CONFIG, &config),
+            "layers": [desc(media_type::OCI_LAYER_GZIP, &layer)],
+        }))
+        .unwrap();
+        let raw = RawManifest::from_bytes(Bytes::from(image.clone()), None).unwrap();
+        let mut table = BlobTableBuilder::new();
+        table.add_manifest(&raw).unwrap();
+        let index_json = oci_index_json(&[IndexEntry {
+            descriptor: raw.descriptor(),
+            ref_name: "example.test/app:1".into(),
+        }])
+        .unwrap();
+        let mut m = Manifest::new(1_767_225_600, "airlift test", &index_json);
+        m.roots.push(Root {
+            kind: RootKind::Image,
+            reference: "example.test/app:1".into(),
+            tag: Some("1".into()),
+            digest: raw.digest.clone(),
+            media_type: raw.media_type.clone(),
+        });
+        m.blobs = table.finish();
+        m.base = Some(serde_json::json!({"receipt": "sha256:abc"}));
+        let manifest_bytes = m.to_canonical_bytes().unwrap();
+
+        let mut tar = Vec::new();
+        for (name, bytes) in [
+            (OCI_LAYOUT.to_owned(), OCI_LAYOUT_CONTENT.to_vec()),
+            (MANIFEST_ENTRY.to_owned(), manifest_bytes.clone()),
+            (INDEX_JSON.to_owned(), index_json),
+            (EntryName::blob(&raw.digest), image),
+        ] {
+            write_entry(&mut tar, &name, bytes.len() as u64, 0, &mut &bytes[..]).unwrap();
+        }
+        let config_digest = Digest::sha256_of(&config);
+        tar.extend_from_slice(
+            &header(&EntryName::blob(&config_digest), config.len() as u64, 0).unwrap(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut.tar");
+        std::fs::write(&path, &tar).unwrap();
+
+        let r = inspect(&path, &[]).unwrap();
+        assert_eq!(r.base, m.base);
+        assert!(r.volume.is_none());
+        assert_eq!(r.manifest_digest, Digest::sha256_of(&manifest_bytes));
+        assert!(r.signatures.is_empty() && !r.trust_checked);
+        assert_eq!(r.images.len(), 1);
+        assert_eq!(r.images[0].layers, 1);
+        assert_eq!(
+            r.images[0].size,
+            (raw.bytes.len() + config.len() + layer.len()) as u64
+        );
+        assert_eq!(r.blobs.count, 3);
+        // The strict reader refuses the same archive (reserved field).
+        assert!(crate::archive::ArchiveReader::open(&path).is_err());
+    }
+}
