@@ -45,7 +45,7 @@ pub struct ImportArgs {
     #[arg(long = "dry-run")]
     pub dry_run: bool,
     /// Write an import receipt (JSON: archive identity, signers, what went where, every blob).
-    #[arg(long = "receipt", value_name = "FILE")]
+    #[arg(long = "receipt", value_name = "FILE", conflicts_with = "dry_run")]
     pub receipt: Option<PathBuf>,
     /// Sign the receipt with this ed25519 private key (PEM); the signature goes to FILE.sig.
     #[arg(long = "receipt-key", value_name = "KEY", requires = "receipt")]
