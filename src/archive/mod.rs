@@ -7,8 +7,10 @@
 //! - [`manifest`]: the signed airlift manifest (model, canonical JSON, `index.json` helper);
 //! - [`writer`]: [`ArchiveWriter`], streaming, atomic (`PATH.partial` then rename);
 //! - [`reader`]: [`ArchiveReader`] (one streaming pass) and [`BlobIndex`] (random access);
-//! - [`verify`]: the offline verification algorithm and its [`Report`].
+//! - [`verify`]: the offline verification algorithm and its [`Report`];
+//! - [`inspect`]: what an archive holds, from its header and manifest blobs only.
 
+pub mod inspect;
 pub mod manifest;
 pub mod reader;
 mod tar;

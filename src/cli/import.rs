@@ -44,6 +44,12 @@ pub struct ImportArgs {
     /// Check signatures and every blob, print the plan, push nothing.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
+    /// Write an import receipt (JSON: archive identity, signers, what went where, every blob).
+    #[arg(long = "receipt", value_name = "FILE", conflicts_with = "dry_run")]
+    pub receipt: Option<PathBuf>,
+    /// Sign the receipt with this ed25519 private key (PEM); the signature goes to FILE.sig.
+    #[arg(long = "receipt-key", value_name = "KEY", requires = "receipt")]
+    pub receipt_key: Option<PathBuf>,
     #[command(flatten)]
     pub trust: TrustArgs,
     #[command(flatten)]
@@ -92,7 +98,16 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<bool> {
         );
         return Ok(true);
     }
+    let receipt_key = args
+        .receipt_key
+        .as_ref()
+        .map(|p| {
+            airlift::keys::load_signing_key(p)
+                .with_context(|| format!("--receipt-key {}", p.display()))
+        })
+        .transpose()?;
     let opened = open_archive(&args.archive, &trust).await?;
+    let identity = airlift::transfer::receipt::ArchiveIdentity::of(&opened);
     if opened.signers.is_empty() {
         eprintln!("warning: importing an archive without trusted signatures (--allow-unsigned)");
     } else {
@@ -116,6 +131,20 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<bool> {
     if let Some(out) = &args.lock_output {
         write_relocated_lock(out, &graph, &placement)?;
         eprintln!("wrote {}", out.display());
+    }
+    if let Some(out) = &args.receipt {
+        use airlift::transfer::receipt::{Receipt, write_receipt};
+        let verifying = receipt_key.as_ref().map(|k| k.verifying_key());
+        let receipt = Receipt::build(
+            identity,
+            &summary,
+            &graph,
+            &placement,
+            &dest,
+            verifying.as_ref(),
+        )?;
+        write_receipt(out, &receipt, receipt_key.as_ref())?;
+        eprintln!("wrote receipt {}", out.display());
     }
     let r = &summary.report;
     eprintln!(

@@ -4,6 +4,7 @@ mod common;
 mod copy;
 mod export;
 mod import;
+mod inspect;
 mod keygen;
 mod lock;
 mod lock_output;
@@ -12,6 +13,7 @@ mod push;
 mod rewrite;
 mod trust;
 mod verify;
+mod verify_receipt;
 
 use std::process::ExitCode;
 
@@ -21,7 +23,8 @@ use clap::{Parser, Subcommand};
 ///
 /// Connected side: `lock` pins image references, `push`/`pull` handle imgpkg bundles,
 /// `export` writes a signed archive. Air-gapped side: `verify` checks it offline,
-/// `import` pushes it to the internal registry. `copy` relocates directly when one
+/// `import` pushes it to the internal registry (`--receipt` records what went where),
+/// `inspect` shows what an archive holds, `verify-receipt` checks an import receipt. `copy` relocates directly when one
 /// host sees both registries.
 #[derive(Parser)]
 #[command(name = "airlift", version, about, long_about)]
@@ -41,6 +44,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     Import(import::ImportArgs),
     Copy(copy::CopyArgs),
+    Inspect(inspect::InspectArgs),
+    VerifyReceipt(verify_receipt::VerifyReceiptArgs),
 }
 
 /// Exit code for a failed check or operation (usage errors exit 2, from clap).
@@ -71,6 +76,8 @@ pub fn main() -> ExitCode {
             Command::Verify(a) => verify::run(a),
             Command::Import(a) => import::run(a).await,
             Command::Copy(a) => copy::run(a).await.map(|()| true),
+            Command::Inspect(a) => inspect::run(a),
+            Command::VerifyReceipt(a) => verify_receipt::run(a),
         }
     });
     match result {

@@ -5,7 +5,8 @@
 //!   (imgpkg's flat `--to-repo` layout, or `--to-registry` keeping paths);
 //! - [`publish`] pushes a graph to a registry from any [`publish::BlobSource`]
 //!   (another registry for `copy`, an archive for `import`): blobs first, then
-//!   manifests children-first, tags last.
+//!   manifests children-first, tags last;
+//! - [`receipt`] records what an import put where, signed, for audits and delta exports.
 
 pub mod export;
 pub mod graph;
@@ -13,6 +14,7 @@ pub mod import;
 pub mod place;
 pub mod progress;
 pub mod publish;
+pub mod receipt;
 pub mod relocate;
 pub mod walk;
 

@@ -91,9 +91,12 @@ pub struct PublishReport {
     pub manifests_present: u64,
     /// Tags set.
     pub tags: Vec<String>,
-    /// Digests of the blobs pushed (not those already present).
+    /// Digests of the blobs and manifests pushed to at least one repository.
     #[serde(skip)]
     pub pushed_digests: BTreeSet<Digest>,
+    /// Digests of the blobs mounted from another repository (and not pushed anywhere).
+    #[serde(skip)]
+    pub mounted_digests: BTreeSet<Digest>,
 }
 
 #[derive(Default)]
@@ -152,6 +155,7 @@ pub async fn push_blobs<S: BlobSource>(
                 report.pushed_digests.insert(digest.clone());
             } else if o.mounted {
                 report.blobs_mounted += 1;
+                report.mounted_digests.insert(digest.clone());
             } else {
                 report.blobs_present += 1;
             }
@@ -226,6 +230,7 @@ pub async fn push_manifests_and_tags(
             } else {
                 client.put_manifest(&at, m).await?;
                 report.manifests_pushed += 1;
+                report.pushed_digests.insert(m.digest.clone());
             }
         }
     }
