@@ -156,14 +156,6 @@ impl RegistryClient {
         }
     }
 
-    /// Makes the credential known to oci-client, whose blob and push calls take none of their own.
-    async fn authed(&self) -> &oci_client::Client {
-        self.client
-            .store_auth_if_needed(&self.host, &self.auth)
-            .await;
-        &self.client
-    }
-
     /// The host this client talks to.
     pub fn host(&self) -> &str {
         &self.host
@@ -361,8 +353,7 @@ impl RegistryClient {
         let d = digest.to_string();
         self.retry
             .run(|| async {
-                self.authed()
-                    .await
+                self.client
                     .blob_exists(&image, &d)
                     .await
                     .map_err(|e| self.map_err(&what, e))
@@ -417,7 +408,7 @@ impl RegistryClient {
         let mut attempt = 0u32;
         loop {
             let offset = verifier.seen();
-            let client = self.authed().await;
+            let client = &self.client;
             let opened = if offset == 0 {
                 client
                     .pull_blob_stream(&image, &odesc)
@@ -561,8 +552,7 @@ impl RegistryClient {
                 })
             });
             let result = self
-                .authed()
-                .await
+                .client
                 .push_blob_stream(&image, stream, &digest, Some(desc.size))
                 .await
                 .map(|_| ())
@@ -592,8 +582,7 @@ impl RegistryClient {
     pub async fn mount_blob(&self, repo: &Reference, from: &Reference, digest: &Digest) -> bool {
         let image = oci_ref(repo);
         let source = oci_ref(from);
-        self.authed()
-            .await
+        self.client
             .mount_blob(&image, &source, &digest.to_string())
             .await
             .is_ok()
@@ -611,8 +600,7 @@ impl RegistryClient {
         })?;
         self.retry
             .run(|| async {
-                self.authed()
-                    .await
+                self.client
                     .push_manifest_raw(&image, m.bytes.clone(), ct.clone())
                     .await
                     .map(|_| ())
