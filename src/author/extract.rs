@@ -10,7 +10,7 @@ use std::path::{Component, Path, PathBuf};
 use flate2::read::GzDecoder;
 
 use super::bundle::{IMAGES_LOCK_FILE, IMGPKG_DIR};
-use super::lock::{ImagesLock, digest_reference};
+use super::lock::{ImageRelocations, ImagesLock, digest_reference};
 use super::{AuthorError, io_err};
 use crate::digest::Digest;
 use crate::yaml::Limits;
@@ -197,4 +197,43 @@ pub fn relocate_lock(
         img.image = format!("{bundle_repo}@{d}");
     }
     Ok(Some(out))
+}
+
+/// Reads one file (`name`, relative, `./` optional) out of a small gzip layer held in memory.
+///
+/// Used for bundle locks and relocation metadata, which are read without extracting anything.
+pub fn file_from_gzip_layer(gz: &[u8], name: &str, limit: u64) -> Result<Vec<u8>, String> {
+    let mut archive = tar::Archive::new(GzDecoder::new(gz));
+    let entries = archive.entries().map_err(|e| format!("layer: {e}"))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("layer: {e}"))?;
+        let path = entry.path().map_err(|e| format!("layer: {e}"))?;
+        if path.to_string_lossy().trim_start_matches("./") != name {
+            continue;
+        }
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            return Err(format!("{name} in the layer is not a regular file"));
+        }
+        if entry.size() > limit {
+            return Err(format!("{name} exceeds {limit} bytes"));
+        }
+        let mut out = Vec::new();
+        entry
+            .take(limit + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("layer: {e}"))?;
+        return Ok(out);
+    }
+    Err(format!("the layer has no {name}"))
+}
+
+/// Rewrites lock entries listed in an airlift relocations document (`--to-registry` imports),
+/// keeping annotations and order; `None` unless every entry is listed.
+pub fn apply_relocations(lock: &ImagesLock, relocations: &ImageRelocations) -> Option<ImagesLock> {
+    let mut out = lock.clone();
+    for img in &mut out.images {
+        let to = relocations.images.iter().find(|r| r.image == img.image)?;
+        img.image = to.relocated.clone();
+    }
+    Some(out)
 }

@@ -270,3 +270,75 @@ impl ImageLocations {
         yaml::to_yaml_stream([&Node::Map(top)])
     }
 }
+
+/// `image-relocations.yml`: where a bundle's locked images went under `import --to-registry`
+/// (format-spec/relocation.md); airlift's counterpart of imgpkg's locations file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRelocations {
+    /// `airlift.dev/v1alpha1`.
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    /// `ImageRelocations`.
+    pub kind: String,
+    /// Sorted by `image`.
+    #[serde(default)]
+    pub images: Vec<Relocation>,
+}
+
+/// One entry of [`ImageRelocations`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Relocation {
+    /// The reference as written in the bundle's lock.
+    pub image: String,
+    /// Where the image now lives (digest reference).
+    pub relocated: String,
+}
+
+/// apiVersion of airlift's own lock-like documents.
+pub const AIRLIFT_API_VERSION: &str = "airlift.dev/v1alpha1";
+
+impl ImageRelocations {
+    /// A document for `images` (lock reference, new digest reference), sorted and deduplicated.
+    pub fn new(images: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut images: Vec<Relocation> = images
+            .into_iter()
+            .map(|(image, relocated)| Relocation { image, relocated })
+            .collect();
+        images.sort_by(|a, b| a.image.cmp(&b.image));
+        images.dedup();
+        ImageRelocations {
+            api_version: AIRLIFT_API_VERSION.to_owned(),
+            kind: "ImageRelocations".to_owned(),
+            images,
+        }
+    }
+
+    /// Parses strictly (unknown keys, wrong kind, non-digest references are errors).
+    pub fn parse(text: &str, name: &Path, limits: &Limits) -> Result<Self, AuthorError> {
+        let doc: ImageRelocations = yaml::parse_typed(text, name, limits)?;
+        if doc.api_version != AIRLIFT_API_VERSION || doc.kind != "ImageRelocations" {
+            return Err(AuthorError::InvalidLock {
+                path: name.to_owned(),
+                message: format!(
+                    "expected apiVersion {AIRLIFT_API_VERSION:?} and kind \"ImageRelocations\", found {:?} and {:?}",
+                    doc.api_version, doc.kind
+                ),
+            });
+        }
+        for r in &doc.images {
+            digest_reference(&r.image, name)?;
+            digest_reference(&r.relocated, name)?;
+        }
+        Ok(doc)
+    }
+
+    /// The file bytes.
+    pub fn to_yaml(&self) -> Result<String, AuthorError> {
+        serde_norway::to_string(self).map_err(|e| AuthorError::InvalidInput {
+            path: "image-relocations.yml".into(),
+            message: e.to_string(),
+        })
+    }
+}

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use super::bundle::{self, IMAGES_LOCK_FILE, IMGPKG_DIR, LayerInfo};
 use super::extract::{self, ExtractLimits};
 use super::kbld::{self, ResolvedImage};
-use super::lock::{ImagesLock, digest_reference};
+use super::lock::{ImageRelocations, ImagesLock, digest_reference};
 use super::scan::{refs_in, yaml_files};
 use super::{AuthorError, io_err};
 use crate::digest::Digest;
@@ -391,36 +391,6 @@ fn check_empty_target(dir: &Path) -> Result<(), PublishError> {
     }
 }
 
-/// Reads a small blob fully, refusing anything over `limit`.
-async fn small_blob(
-    registries: &Registries,
-    repo: &Reference,
-    desc: &Descriptor,
-    limit: u64,
-) -> Result<Vec<u8>, PublishError> {
-    if desc.size > limit {
-        return Err(refused(format!(
-            "blob {} in {} is {} bytes, over the {limit}-byte limit for a config",
-            desc.digest,
-            repo.repo_name(),
-            desc.size
-        )));
-    }
-    let client = registries.client(repo.registry()).await?;
-    let mut stream = client.get_blob(repo, desc);
-    let mut buf = Vec::with_capacity(desc.size as usize);
-    while let Some(chunk) = stream.next().await {
-        buf.extend_from_slice(&chunk?);
-        if buf.len() as u64 > limit {
-            return Err(refused(format!(
-                "blob {} exceeds {limit} bytes",
-                desc.digest
-            )));
-        }
-    }
-    Ok(buf)
-}
-
 /// The manifest at `r` (must be an image, not an index) and whether its config is a bundle's.
 async fn inspect(
     registries: &Registries,
@@ -436,7 +406,9 @@ async fn inspect(
     };
     let (config, layers) = (config.clone(), layers.clone());
     let repo = r.with_digest(&m.digest);
-    let cfg = small_blob(registries, &repo, &config, MAX_CONFIG_BYTES).await?;
+    let cfg = client
+        .read_small_blob(&repo, &config, MAX_CONFIG_BYTES)
+        .await?;
     Ok((m, layers, bundle::config_is_bundle(&cfg)))
 }
 
@@ -525,6 +497,44 @@ async fn repo_hosts_all(
     Ok(present)
 }
 
+/// airlift's relocations document next to a bundle imported with `--to-registry`, if there is one.
+async fn relocations_for(
+    registries: &Registries,
+    bundle: &Reference,
+    bundle_digest: &Digest,
+    opts: &PullOptions,
+) -> Result<Option<ImageRelocations>, PublishError> {
+    let client = registries.client(bundle.registry()).await?;
+    let at = bundle.with_tag(&format!(
+        "{}{}",
+        bundle_digest.tag_form(),
+        crate::transfer::relocate::RELOCATIONS_TAG_SUFFIX
+    ));
+    if !client.manifest_exists(&at).await? {
+        return Ok(None);
+    }
+    let m = client.get_manifest(&at).await?;
+    let Parsed::Image { layers, .. } = &m.parsed else {
+        return Err(refused(format!("{at} is not an image")));
+    };
+    let [layer] = layers.as_slice() else {
+        return Err(refused(format!("{at} must have exactly one layer")));
+    };
+    let gz = client
+        .read_small_blob(&at.with_digest(&m.digest), layer, MAX_CONFIG_BYTES)
+        .await?;
+    let name = crate::transfer::relocate::RELOCATIONS_FILE;
+    let bytes = extract::file_from_gzip_layer(&gz, name, MAX_CONFIG_BYTES)
+        .map_err(|e| refused(format!("{at}: {e}")))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| refused(format!("{at}: {name} is not UTF-8")))?;
+    Ok(Some(ImageRelocations::parse(
+        &text,
+        Path::new(name),
+        &opts.yaml,
+    )?))
+}
+
 /// Pulls one image or bundle into the empty directory `dir`; returns its digest reference and,
 /// for a bundle, its (possibly rewritten) lock and whether it was rewritten.
 async fn pull_one(
@@ -562,6 +572,17 @@ async fn pull_one(
     log("");
     log("Locating image lock file images...");
     let bundle_repo = r.repo_name();
+    if let Some(relocations) = relocations_for(registries, r, &manifest.digest, opts).await? {
+        if let Some(new) = extract::apply_relocations(&lock, &relocations) {
+            let path = dir.join(IMGPKG_DIR).join(IMAGES_LOCK_FILE);
+            std::fs::write(&path, new.to_yaml()).map_err(io_err(&path))?;
+            log(&format!(
+                "The bundle repo ({bundle_repo}) records where every image of the bundle's Images Lock \
+                 file (.imgpkg/images.yml) was relocated (airlift --to-registry)"
+            ));
+            return Ok((at, Some((new, true))));
+        }
+    }
     let present = repo_hosts_all(registries, r, &manifest.digest, &lock, opts.concurrency).await?;
     let rewritten = extract::relocate_lock(&lock, &bundle_repo, |d| present.contains(d))?;
     Ok(match rewritten {

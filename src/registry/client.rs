@@ -395,6 +395,34 @@ impl RegistryClient {
         BlobStream { rx }
     }
 
+    /// Reads a small blob (a config, a bundle layer) into memory, refusing anything over `limit`.
+    pub async fn read_small_blob(
+        self: &Arc<Self>,
+        repo: &Reference,
+        desc: &Descriptor,
+        limit: u64,
+    ) -> Result<Bytes, RegistryError> {
+        let too_large = |size| RegistryError::TooLarge {
+            host: self.host.clone(),
+            digest: desc.digest.clone(),
+            size,
+            limit,
+            what: "a small blob (config or metadata layer)",
+        };
+        if desc.size > limit {
+            return Err(too_large(desc.size));
+        }
+        let mut stream = self.get_blob(repo, desc);
+        let mut buf = Vec::with_capacity(desc.size as usize);
+        while let Some(chunk) = stream.next().await {
+            buf.extend_from_slice(&chunk?);
+            if buf.len() as u64 > limit {
+                return Err(too_large(buf.len() as u64));
+            }
+        }
+        Ok(Bytes::from(buf))
+    }
+
     async fn pump_blob(
         &self,
         repo: &Reference,

@@ -90,6 +90,20 @@ pub enum RegistryError {
         /// What failed.
         detail: String,
     },
+    /// A blob read into memory was larger than the caller allows.
+    #[error("blob {digest} at {host} is {size} bytes, over the {limit}-byte limit for {what}")]
+    TooLarge {
+        /// Registry host.
+        host: String,
+        /// The blob.
+        digest: Digest,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+        /// What the blob was read as (a config, a bundle layer).
+        what: &'static str,
+    },
     /// Options that cannot work (bad CA file, …).
     #[error("{0}")]
     Config(String),

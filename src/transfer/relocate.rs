@@ -13,7 +13,7 @@ use super::graph::{Graph, Kind};
 use super::place::{Destination, Placement, imgpkg_tag};
 use super::publish::ExtraImage;
 use crate::author::bundle::{SmallImage, locations_image, single_file_layer_tar, small_image};
-use crate::author::lock::ImageLocations;
+use crate::author::lock::{ImageLocations, ImageRelocations};
 use crate::digest::Digest;
 use crate::oci::{Descriptor, RawManifest, media_type};
 
@@ -23,29 +23,6 @@ pub const RELOCATIONS_FILE: &str = "image-relocations.yml";
 pub const RELOCATIONS_TAG_SUFFIX: &str = ".image-relocations.airlift";
 /// Tag suffix of imgpkg's locations image.
 pub const LOCATIONS_TAG_SUFFIX: &str = ".image-locations.imgpkg";
-
-/// One entry of `image-relocations.yml`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Relocation {
-    /// The reference as written in the bundle's lock.
-    pub image: String,
-    /// Where the image now lives (digest reference).
-    pub relocated: String,
-}
-
-/// `image-relocations.yml`: where a bundle's locked images went under `--to-registry`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImageRelocations {
-    /// `airlift.dev/v1alpha1`.
-    #[serde(rename = "apiVersion")]
-    pub api_version: String,
-    /// `ImageRelocations`.
-    pub kind: String,
-    /// Sorted by `image`.
-    pub images: Vec<Relocation>,
-}
 
 fn extra(repo: &str, tags: Vec<String>, img: SmallImage) -> Result<ExtraImage, TransferError> {
     let manifest =
@@ -109,25 +86,16 @@ pub fn metadata_images(
                     out.push(extra(repo, vec![tag], img)?);
                 }
                 Destination::Registry(_) => {
-                    let mut images: Vec<Relocation> = lock
-                        .entries
-                        .iter()
-                        .filter_map(|(image, _)| {
-                            placement.mapping.get(image).map(|to| Relocation {
-                                image: image.clone(),
-                                relocated: to.to_string(),
-                            })
-                        })
-                        .collect();
-                    images.sort_by(|a, b| a.image.cmp(&b.image));
-                    images.dedup();
-                    let doc = ImageRelocations {
-                        api_version: "airlift.dev/v1alpha1".to_owned(),
-                        kind: "ImageRelocations".to_owned(),
-                        images,
-                    };
-                    let text = serde_norway::to_string(&doc)
-                        .map_err(|e| TransferError::Other(format!("{RELOCATIONS_FILE}: {e}")))?;
+                    let doc =
+                        ImageRelocations::new(lock.entries.iter().filter_map(|(image, _)| {
+                            placement
+                                .mapping
+                                .get(image)
+                                .map(|to| (image.clone(), to.to_string()))
+                        }));
+                    let text = doc
+                        .to_yaml()
+                        .map_err(|e| TransferError::Other(e.to_string()))?;
                     let tar = single_file_layer_tar(RELOCATIONS_FILE, text.as_bytes())
                         .map_err(|e| TransferError::Other(e.to_string()))?;
                     let img = small_image(&tar).map_err(|e| TransferError::Other(e.to_string()))?;

@@ -5,7 +5,6 @@
 //! small config and layer of a bundle, which are needed to find its lock.
 
 use std::collections::BTreeSet;
-use std::io::Read;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -65,20 +64,8 @@ impl<'a> Walker<'a> {
         desc: &Descriptor,
         limit: u64,
     ) -> Result<Bytes, TransferError> {
-        if desc.size > limit {
-            return Err(TransferError::TooLarge {
-                what: format!("blob {} in {}", desc.digest, repo.repo_name()),
-                size: desc.size,
-                limit,
-            });
-        }
         let client = self.registries.client(repo.registry()).await?;
-        let mut stream = client.get_blob(repo, desc);
-        let mut buf = Vec::with_capacity(desc.size as usize);
-        while let Some(chunk) = stream.next().await {
-            buf.extend_from_slice(&chunk?);
-        }
-        Ok(Bytes::from(buf))
+        Ok(client.read_small_blob(repo, desc, limit).await?)
     }
 
     /// Whether an image manifest's config carries the imgpkg bundle label.
@@ -267,7 +254,8 @@ impl<'a> Walker<'a> {
         };
         let gz = self.small_blob(&node.repo, layer, MAX_SMALL_BLOB).await?;
         let lock_bytes =
-            lock_from_layer(&gz).map_err(|e| TransferError::Graph(format!("bundle {at}: {e}")))?;
+            crate::author::extract::file_from_gzip_layer(&gz, ".imgpkg/images.yml", MAX_LOCK_BYTES)
+                .map_err(|e| TransferError::Graph(format!("bundle {at}: {e}")))?;
         let text = String::from_utf8(lock_bytes.clone()).map_err(|_| {
             TransferError::Graph(format!("bundle {at}: .imgpkg/images.yml is not UTF-8"))
         })?;
@@ -285,30 +273,4 @@ impl<'a> Walker<'a> {
             entries,
         })
     }
-}
-
-/// Extracts `.imgpkg/images.yml` from a bundle layer (gzip tar) held in memory.
-pub fn lock_from_layer(gz: &[u8]) -> Result<Vec<u8>, String> {
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
-    let entries = archive
-        .entries()
-        .map_err(|e| format!("bundle layer: {e}"))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| format!("bundle layer: {e}"))?;
-        let path = entry.path().map_err(|e| format!("bundle layer: {e}"))?;
-        let name = path.to_string_lossy();
-        let name = name.trim_start_matches("./");
-        if name == ".imgpkg/images.yml" {
-            if entry.header().size().unwrap_or(u64::MAX) > MAX_LOCK_BYTES {
-                return Err(format!(".imgpkg/images.yml exceeds {MAX_LOCK_BYTES} bytes"));
-            }
-            let mut out = Vec::new();
-            entry
-                .take(MAX_LOCK_BYTES + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| format!("bundle layer: {e}"))?;
-            return Ok(out);
-        }
-    }
-    Err("bundle layer has no .imgpkg/images.yml".into())
 }
