@@ -15,7 +15,6 @@ use super::graph::{Graph, Kind};
 use super::import::{ImportSummary, OpenedArchive};
 use super::place::{Destination, Placement};
 use crate::archive::manifest::{canonical_json, creation_time, rfc3339};
-use crate::author::lock::{BundleLock, ImagesLock, LockedImage as LockEntry};
 use crate::digest::Digest;
 use crate::keys::{self, KeyError, SIGNATURE_LEN, SigningKey, VerifyingKey};
 
@@ -168,39 +167,6 @@ fn kind_name(k: Kind) -> &'static str {
     }
 }
 
-/// The relocated lock text for an imported graph (what `--lock-output` writes).
-pub fn relocated_lock_yaml(graph: &Graph, placement: &Placement) -> Result<String, ReceiptError> {
-    let to = |original: &str| -> Result<String, ReceiptError> {
-        placement
-            .mapping
-            .get(original)
-            .map(|r| r.to_string())
-            .ok_or_else(|| {
-                ReceiptError::Inconsistent(format!("no destination recorded for {original}"))
-            })
-    };
-    Ok(match graph.roots.as_slice() {
-        [root] if root.kind == Kind::Bundle => BundleLock::new(
-            to(root.reference.original())?,
-            root.reference.tag().unwrap_or_default(),
-        )
-        .to_yaml(),
-        roots => {
-            let mut images = Vec::new();
-            for r in roots {
-                images.push(LockEntry {
-                    image: to(r.reference.original())?,
-                    annotations: BTreeMap::from([(
-                        "kbld.carvel.dev/id".to_owned(),
-                        r.reference.original().to_owned(),
-                    )]),
-                });
-            }
-            ImagesLock::new(images).to_yaml()
-        }
-    })
-}
-
 impl Receipt {
     /// Builds the receipt of a finished import.
     pub fn build(
@@ -292,7 +258,8 @@ impl Receipt {
             roots,
             locked,
             blobs: blobs.into_values().collect(),
-            lock: relocated_lock_yaml(graph, placement)?,
+            lock: crate::transfer::relocate::relocated_lock_yaml(graph, placement)
+                .map_err(|e| ReceiptError::Inconsistent(e.to_string()))?,
         })
     }
 

@@ -13,7 +13,9 @@ use super::graph::{Graph, Kind};
 use super::place::{Destination, Placement, imgpkg_tag};
 use super::publish::ExtraImage;
 use crate::author::bundle::{SmallImage, locations_image, single_file_layer_tar, small_image};
-use crate::author::lock::{ImageLocations, ImageRelocations};
+use std::collections::BTreeMap;
+
+use crate::author::lock::{BundleLock, ImageLocations, ImageRelocations, ImagesLock, LockedImage};
 use crate::digest::Digest;
 use crate::oci::{Descriptor, RawManifest, media_type};
 
@@ -106,4 +108,35 @@ pub fn metadata_images(
         }
     }
     Ok(out)
+}
+
+/// The relocated lock text for an imported graph (what `--lock-output` writes).
+pub fn relocated_lock_yaml(graph: &Graph, placement: &Placement) -> Result<String, TransferError> {
+    let to = |original: &str| -> Result<String, TransferError> {
+        placement
+            .mapping
+            .get(original)
+            .map(|r| r.to_string())
+            .ok_or_else(|| TransferError::Graph(format!("no destination recorded for {original}")))
+    };
+    Ok(match graph.roots.as_slice() {
+        [root] if root.kind == Kind::Bundle => BundleLock::new(
+            to(root.reference.original())?,
+            root.reference.tag().unwrap_or_default(),
+        )
+        .to_yaml(),
+        roots => {
+            let mut images = Vec::new();
+            for r in roots {
+                images.push(LockedImage {
+                    image: to(r.reference.original())?,
+                    annotations: BTreeMap::from([(
+                        "kbld.carvel.dev/id".to_owned(),
+                        r.reference.original().to_owned(),
+                    )]),
+                });
+            }
+            ImagesLock::new(images).to_yaml()
+        }
+    })
 }
