@@ -361,9 +361,9 @@ pub async fn open_archive(path: &Path, trust: &Trust) -> Result<OpenedArchive, T
             if head_tx.send(Ok((header, manifests, signers))).is_err() {
                 return;
             }
-            hand_over(&mut blob, &blob_tx);
+            let first = hand_over(&mut blob, &blob_tx);
             drop(blob);
-            let result = stream_rest(&mut reader, &blob_tx);
+            let result = first.and_then(|()| stream_rest(&mut reader, &blob_tx));
             let _ = done_tx.send(result);
             return;
         }
@@ -414,6 +414,15 @@ pub async fn open_archive(path: &Path, trust: &Trust) -> Result<OpenedArchive, T
                     .join(", ")
             )));
         }
+        // Every listed blob is present and entries are unique, so a surplus is an unlisted entry:
+        // content the signature does not cover must not pass.
+        if index.len() > header.manifest.blobs.len() {
+            return Err(TransferError::Verification(format!(
+                "{}: {} blob entr(ies) not listed in the airlift manifest",
+                path.display(),
+                index.len() - header.manifest.blobs.len()
+            )));
+        }
         ArchiveSource::Indexed(Arc::new(index))
     };
     Ok(OpenedArchive {
@@ -425,13 +434,46 @@ pub async fn open_archive(path: &Path, trust: &Trust) -> Result<OpenedArchive, T
     })
 }
 
-/// Offers one blob to the uploader; whatever it takes, the entry is read to its end (and so verified).
-fn hand_over(blob: &mut (impl Read + HasDigest), blob_tx: &mpsc::Sender<Offer>) {
+/// Offers one blob to the uploader; whatever it takes, the entry is read to its end and verified,
+/// so a tampered blob the destination already has (and so skips) still fails the import.
+fn hand_over(
+    blob: &mut (impl Read + HasDigest),
+    blob_tx: &mpsc::Sender<Offer>,
+) -> Result<(), ArchiveError> {
+    let digest = blob.digest();
     let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
-    if blob_tx.blocking_send((blob.digest(), rx)).is_ok() {
-        pump(blob, &tx);
+    // The uploader may drop an offer unread (blob already present), error included: keep our own copy.
+    let mut watched = Watched {
+        inner: blob,
+        error: None,
+    };
+    if blob_tx.blocking_send((digest.clone(), rx)).is_ok() {
+        pump(&mut watched, &tx);
     }
-    drain(blob);
+    let drained = drain(&mut watched);
+    match watched.error.take().map_or(drained, Err) {
+        Ok(()) => Ok(()),
+        Err(source) => Err(ArchiveError::Io {
+            context: format!("blob {digest}"),
+            source,
+        }),
+    }
+}
+
+/// A reader that remembers its first error (a digest mismatch shows up once, at the end).
+struct Watched<'a, R> {
+    inner: &'a mut R,
+    error: Option<std::io::Error>,
+}
+
+impl<R: Read> Read for Watched<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            if self.error.is_none() {
+                self.error = Some(std::io::Error::new(e.kind(), e.to_string()));
+            }
+        })
+    }
 }
 
 /// A blob being read, named by its digest.
@@ -446,8 +488,30 @@ impl HasDigest for crate::archive::reader::BlobReader<'_> {
 }
 
 /// Reads a blob to its end (verifying it) without sending it anywhere.
-fn drain(r: &mut impl Read) {
-    let _ = std::io::copy(r, &mut std::io::sink());
+fn drain(r: &mut impl Read) -> std::io::Result<()> {
+    std::io::copy(r, &mut std::io::sink()).map(|_| ())
+}
+
+/// Hashes blobs that were never read because the destination already had them: the archive
+/// must verify whole, whatever the destination holds.
+async fn verify_unread(
+    index: &Arc<BlobIndex>,
+    digests: Vec<Digest>,
+    path: &Path,
+) -> Result<(), TransferError> {
+    let index = Arc::clone(index);
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        for d in digests {
+            let mut r = index.open_blob(&d).map_err(archive_err(&path))?;
+            drain(&mut r).map_err(|e| {
+                TransferError::Verification(format!("{}: blob {d}: {e}", path.display()))
+            })?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| TransferError::Other(e.to_string()))?
 }
 
 /// The sequential pass over the rest of a zstd archive; returns blobs never seen.
@@ -460,7 +524,7 @@ fn stream_rest(
             None => break,
             Some(b) => b,
         };
-        hand_over(&mut blob, blob_tx);
+        hand_over(&mut blob, blob_tx)?;
     }
     Ok(reader
         .missing()
@@ -512,6 +576,15 @@ pub async fn import(
         &progress,
     )
     .await?;
+    if let ArchiveSource::Indexed(index) = &opened.source {
+        let unread: Vec<Digest> = graph
+            .blobs
+            .keys()
+            .filter(|d| !report.pushed_digests.contains(*d))
+            .cloned()
+            .collect();
+        verify_unread(index, unread, &opened.path).await?;
+    }
     // A compressed archive is only known complete once the pass has ended.
     if let ArchiveSource::Sequential(seq) = &opened.source {
         {

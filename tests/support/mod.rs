@@ -22,6 +22,9 @@
 //!   with basic auth) for the registry API.
 //! - [`run_measuring_rss`]: run a command and get its peak resident memory from `wait4` rusage.
 //! - [`free_port`]: a currently free TCP port on 127.0.0.1.
+//! - [`Corpus`] (module [`corpus`]): images sharing layers, a two-platform index, a nested and
+//!   an outer bundle in a registry, with every digest and the unique blob set; plus the
+//!   `airlift` runner and tar-by-offset helpers that export/import tests share.
 //! - [`sha256_digest`]: expected digests computed with `sha2`, independent of airlift's code.
 //!
 //! Conventions: references given to the skopeo helpers are relative to the registry
@@ -46,6 +49,7 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod corpus;
 mod http;
 mod layout;
 mod registry;
@@ -53,6 +57,11 @@ mod rss;
 mod skopeo;
 
 // Each test file uses a different subset of the harness.
+#[allow(unused_imports)]
+pub use corpus::{
+    Corpus, CorpusBundle, CorpusImage, TarEntry, airlift, airlift_cmd, expect_code, expect_ok,
+    push_bundle, tar_entries, ustar_header,
+};
 #[allow(unused_imports)]
 pub use http::{HttpResponse, catalog, http_get};
 #[allow(unused_imports)]
