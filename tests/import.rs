@@ -869,8 +869,8 @@ fn to_registry_keeps_repository_paths_and_writes_relocations() {
     );
     assert_eq!(lock["bundle"]["tag"], "v1");
 
-    // What `pull -b` does with it today: it knows imgpkg's locations image and same-repository
-    // rule only, so the lock keeps the original references (airlift's relocations image unused).
+    // `pull -b` finds airlift's relocations image next to the bundle and rewrites each lock
+    // entry to where the image went, keeping annotations and order.
     let pulled = h.join("pulled");
     let stdout = expect_ok(&airlift(
         h,
@@ -882,15 +882,32 @@ fn to_registry_keeps_repository_paths_and_writes_relocations() {
             s(&pulled),
         ],
     ));
-    let pulled_lock = std::fs::read_to_string(pulled.join(".imgpkg/images.yml")).unwrap();
-    assert_eq!(
-        pulled_lock, corpus.outer.lock_text,
-        "pull output:\n{stdout}"
-    );
     assert!(
-        stdout.contains("One or more images not found in bundle repo; skipping lock file update"),
+        stdout.contains("was relocated (airlift --to-registry)"),
         "{stdout}"
     );
+    let original: Value = serde_norway::from_str(&corpus.outer.lock_text).unwrap();
+    let rewritten: Value = serde_norway::from_str(
+        &std::fs::read_to_string(pulled.join(".imgpkg/images.yml")).unwrap(),
+    )
+    .unwrap();
+    let (before, after) = (
+        original["images"].as_array().unwrap(),
+        rewritten["images"].as_array().unwrap(),
+    );
+    assert_eq!(before.len(), corpus.outer.lock_images.len());
+    assert_eq!(before.len(), after.len());
+    for (b, a) in before.iter().zip(after) {
+        assert_eq!(b["annotations"], a["annotations"], "annotations kept");
+        let old = b["image"].as_str().unwrap();
+        let (old_repo, digest) = old.split_once('@').unwrap();
+        let path = old_repo.split_once('/').unwrap().1;
+        assert_eq!(
+            a["image"].as_str().unwrap(),
+            format!("{prefix}/{path}@{digest}"),
+            "{old} moved under the prefix with its path"
+        );
+    }
 }
 
 #[test]
