@@ -28,10 +28,11 @@ setup:
 build:
 	$(CARGO) build --release
 
+# Tests run against the release build `setup` just made, so dependencies compile once.
 test: setup
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --quiet -- -D warnings
-	$(CARGO) test --quiet -- --test-threads=2
+	$(CARGO) test --release -- --test-threads=2
 
 demo: setup
 	@bash samples/demo.sh
