@@ -177,6 +177,7 @@ pub async fn export(
         for (digest, size, role) in order_for_writer {
             let result = if matches!(role, Role::Manifest | Role::Index) {
                 let bytes = manifest_blobs.get(&digest).cloned().unwrap_or_default();
+                writer_progress.add_bytes(bytes.len() as u64);
                 w.write_blob(&digest, size, &bytes[..])
             } else {
                 let reader: crate::registry::client::BlockingBlobReader =
