@@ -11,6 +11,9 @@
 //!   [`Registry::kill`], [`Registry::stop`] and [`Registry::restart`] drive failure tests
 //!   ("registry died mid-transfer, then came back": storage and port are kept);
 //!   [`Registry::storage_dir`] and [`Registry::log`] let tests look inside.
+//!   [`Registry::start_token_auth`] is plain HTTP with distribution's bearer-token auth, backed
+//!   by a [`TokenServer`] (module [`token`]) of the harness's own on another 127.0.0.1 port:
+//!   it checks basic credentials and issues ES256 JWTs the registry verifies.
 //!   Dropping a `Registry` kills the child by PID (also when the test panics, and then the
 //!   registry's log is printed to stderr so the failure explains itself).
 //! - [`write_oci_image`] / [`write_oci_index`]: write a deterministic image (or a two-platform
@@ -55,6 +58,7 @@ mod layout;
 mod registry;
 mod rss;
 mod skopeo;
+pub mod token;
 
 // Each test file uses a different subset of the harness.
 #[allow(unused_imports)]
@@ -76,6 +80,8 @@ pub use rss::{Measured, run_measuring_rss};
 pub use skopeo::{
     skopeo_inspect_raw, skopeo_list_tags, skopeo_pull, skopeo_push, skopeo_push_with_creds,
 };
+#[allow(unused_imports)]
+pub use token::{TokenRequest, TokenServer};
 
 use airlift::digest::Digest;
 use sha2::{Digest as _, Sha256};

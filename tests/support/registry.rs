@@ -12,6 +12,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, 
 use tempfile::TempDir;
 
 use super::http::{self, Endpoint};
+use super::token::TokenServer;
 
 /// Binary of the Debian `docker-registry` package (CNCF distribution 2.8).
 const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
@@ -21,8 +22,20 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const TERM_GRACE: Duration = Duration::from_secs(5);
 /// Attempts at finding a port that is still free when the registry binds it.
 const PORT_ATTEMPTS: usize = 5;
-/// htpasswd user of the TLS flavour.
+/// htpasswd user of the TLS flavour, and token-server user of the token flavour.
 const USERNAME: &str = "airlift";
+/// `service` of the token flavour: the challenge names it and tokens carry it as `aud`.
+const TOKEN_SERVICE: &str = "airlift-test-registry";
+/// `issuer` of the token flavour: tokens must carry it as `iss`.
+const TOKEN_ISSUER: &str = "airlift-test-token-issuer";
+
+/// Which kind of registry to start.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flavour {
+    Plain,
+    TlsAuth,
+    TokenAuth,
+}
 
 /// Returns a TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read, release).
 /// Racy by nature: callers that bind it later must retry on "address already in use".
@@ -50,6 +63,8 @@ pub struct Registry {
     child: Option<Child>,
     port: u16,
     tls: Option<Arc<Tls>>,
+    /// Token server of the token flavour; it outlives every restart of the registry.
+    token: Option<Arc<TokenServer>>,
     config: PathBuf,
     // Declared last so the child is killed (in Drop) before its files vanish.
     dir: TempDir,
@@ -58,16 +73,24 @@ pub struct Registry {
 impl Registry {
     /// Starts a plain-HTTP registry without auth; `GET /v2/` answers 200.
     pub fn start_plain() -> Registry {
-        Registry::start(false)
+        Registry::start(Flavour::Plain)
     }
 
     /// Starts an HTTPS registry (cert signed by a fresh test CA, SANs 127.0.0.1 and localhost)
     /// with htpasswd basic auth; `GET /v2/` without credentials answers 401.
     pub fn start_tls_auth() -> Registry {
-        Registry::start(true)
+        Registry::start(Flavour::TlsAuth)
     }
 
-    fn start(tls: bool) -> Registry {
+    /// Starts a plain-HTTP registry with distribution's bearer-token auth, backed by a fresh
+    /// [`TokenServer`] on another 127.0.0.1 port (user [`Registry::username`], random
+    /// [`Registry::password`]); `GET /v2/` without a token answers 401 with a
+    /// `Bearer realm=…,service=…` challenge. [`Registry::token_server`] gives the server.
+    pub fn start_token_auth() -> Registry {
+        Registry::start(Flavour::TokenAuth)
+    }
+
+    fn start(flavour: Flavour) -> Registry {
         let mut dir = tempfile::Builder::new()
             .prefix("airlift-registry-")
             .tempdir()
@@ -77,15 +100,23 @@ impl Registry {
         }
         let storage = dir.path().join("storage");
         fs::create_dir_all(&storage).expect("create storage dir");
-        let tls = tls.then(|| Arc::new(write_tls_material(dir.path())));
+        let tls = (flavour == Flavour::TlsAuth).then(|| Arc::new(write_tls_material(dir.path())));
+        let token = (flavour == Flavour::TokenAuth).then(|| {
+            let password = hex::encode(rand::random::<[u8; 12]>());
+            let server = TokenServer::start(USERNAME, &password, TOKEN_SERVICE, TOKEN_ISSUER);
+            fs::write(dir.path().join("token-root.pem"), server.root_cert_pem())
+                .expect("write token-root.pem");
+            Arc::new(server)
+        });
         let mut last_log = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
-            let config = write_config(dir.path(), port, tls.is_some());
+            let config = write_config(dir.path(), port, tls.is_some(), token.as_deref());
             let mut reg = Registry {
                 child: None,
                 port,
                 tls: tls.clone(),
+                token: token.clone(),
                 config,
                 dir,
             };
@@ -136,7 +167,11 @@ impl Registry {
                 panic!("spawn {REGISTRY_BIN}: {e} (apt-get install docker-registry)")
             });
         self.child = Some(child);
-        let expected = if self.tls.is_some() { 401 } else { 200 };
+        let expected = if self.credentials().is_some() {
+            401
+        } else {
+            200
+        };
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = self.child_mut().try_wait().expect("try_wait registry") {
@@ -213,20 +248,34 @@ impl Registry {
         self.tls_material().ca_dir.clone()
     }
 
-    /// htpasswd user name; panics for the plain flavour.
+    /// User name (htpasswd or token server); panics for the plain flavour.
     pub fn username(&self) -> &str {
-        self.tls_material();
-        USERNAME
+        self.credentials()
+            .expect("this registry is the plain flavour: it has no credentials")
+            .0
     }
 
-    /// Random htpasswd password; panics for the plain flavour.
+    /// Random password (htpasswd or token server); panics for the plain flavour.
     pub fn password(&self) -> &str {
-        &self.tls_material().password
+        self.credentials()
+            .expect("this registry is the plain flavour: it has no credentials")
+            .1
     }
 
-    /// `Some((user, password))` for the auth flavour, `None` for plain.
+    /// `Some((user, password))` for the TLS and token flavours, `None` for plain.
     pub fn credentials(&self) -> Option<(&str, &str)> {
-        self.tls.as_ref().map(|t| (USERNAME, t.password.as_str()))
+        match (&self.tls, &self.token) {
+            (Some(t), _) => Some((USERNAME, t.password.as_str())),
+            (None, Some(t)) => Some((t.username(), t.password())),
+            (None, None) => None,
+        }
+    }
+
+    /// The token server of the token flavour; panics for the others.
+    pub fn token_server(&self) -> &TokenServer {
+        self.token
+            .as_deref()
+            .expect("this registry is not the token flavour")
     }
 
     fn tls_material(&self) -> &Tls {
@@ -348,7 +397,7 @@ fn signal(child: &Child, sig: libc::c_int) {
 }
 
 /// Writes `config.yml` for distribution 2.8 and returns its path.
-fn write_config(dir: &Path, port: u16, tls: bool) -> PathBuf {
+fn write_config(dir: &Path, port: u16, tls: bool, token: Option<&TokenServer>) -> PathBuf {
     let storage = dir.join("storage");
     let mut yaml = format!(
         "version: 0.1
@@ -384,6 +433,21 @@ auth:
             cert = dir.join("tls/server.crt").display(),
             key = dir.join("tls/server.key").display(),
             htpasswd = dir.join("htpasswd").display(),
+        ));
+    }
+    if let Some(t) = token {
+        yaml.push_str(&format!(
+            "auth:
+  token:
+    realm: {realm}
+    service: {service}
+    issuer: {issuer}
+    rootcertbundle: {bundle}
+",
+            realm = t.realm(),
+            service = t.service(),
+            issuer = t.issuer(),
+            bundle = dir.join("token-root.pem").display(),
         ));
     }
     let path = dir.join("config.yml");

@@ -32,7 +32,8 @@ fn registry_flags(
             .arg(format!("{user}:{pass}"));
     } else {
         cmd.arg(format!("--{prefix}tls-verify=false"));
-        if let Some((user, pass)) = creds {
+        // The token flavour is plain HTTP with credentials (for its token server).
+        if let Some((user, pass)) = creds.or(registry.credentials()) {
             cmd.arg(format!("--{prefix}creds"))
                 .arg(format!("{user}:{pass}"));
         }
