@@ -32,6 +32,43 @@ fn run(home: &Path, args: &[&str]) -> std::process::Output {
         .expect("run airlift")
 }
 
+/// Validates `instance` against `format-spec/SCHEMA` with python3-jsonschema.
+fn python_validate(schema: &str, instance: &Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = dir.path().join("i.json");
+    std::fs::write(&inst, serde_json::to_vec(instance).unwrap()).unwrap();
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("format-spec")
+        .join(schema);
+    let script = "import json,sys,jsonschema\n\
+                  s=json.load(open(sys.argv[1])); i=json.load(open(sys.argv[2]))\n\
+                  jsonschema.Draft202012Validator.check_schema(s)\n\
+                  jsonschema.Draft202012Validator(s).validate(i)\n";
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&schema)
+        .arg(&inst)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        schema.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The `airlift/manifest.json` of a plain archive file.
+fn manifest_of(path: &Path) -> Value {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, off, size) = whole_entries(&bytes)
+        .into_iter()
+        .find(|(n, _, _)| n == "airlift/manifest.json")
+        .unwrap();
+    serde_json::from_slice(&bytes[off..off + size]).unwrap()
+}
+
 fn keygen(home: &Path) -> (PathBuf, PathBuf) {
     let base = home.join("release");
     expect_ok(&airlift(home, &["keygen", "--out", s(&base)]));
@@ -257,7 +294,26 @@ fn one_mib_volumes_verify_alone_and_import_one_per_run_in_any_order() {
         assert_eq!(report["volumeCount"], count);
         assert_eq!(report["volumesNeeded"].as_array().unwrap().len(), count - 1);
         assert!(report["blobsChecked"].as_u64().unwrap() >= 1);
+        python_validate("verify-report.schema.json", &report);
     }
+    let manifest = manifest_of(&volumes[0]);
+    python_validate("manifest.schema.json", &manifest);
+    assert_eq!(manifest["volume"]["count"], count);
+    assert_eq!(manifest["volume"]["maxSize"], MIB);
+    let text = expect_ok(&run(
+        home.path(),
+        &[
+            "inspect",
+            s(&volumes[count - 1]),
+            "--json",
+            "--trust",
+            s(&public),
+        ],
+    ));
+    let inspected: Value = serde_json::from_str(&text).unwrap();
+    python_validate("inspect.schema.json", &inspected);
+    assert_eq!(inspected[0]["thisVolume"], count);
+    assert_eq!(inspected[0]["volume"]["count"], count);
     let mut all: Vec<&str> = vec!["verify"];
     all.extend(volumes.iter().map(|p| s(p)));
     all.extend(["--trust", s(&public)]);
@@ -372,6 +428,18 @@ fn one_mib_volumes_verify_alone_and_import_one_per_run_in_any_order() {
         1,
     );
     assert!(text.contains("single.tar"), "{text}");
+    // All volumes at once (split blobs streamed part after part from several files).
+    let mut args: Vec<&str> = vec!["import"];
+    args.extend(volumes.iter().rev().map(|p| s(p)));
+    args.extend([
+        "--to-repo",
+        fresh_repo.as_str(),
+        "--trust",
+        s(&public),
+        "-q",
+    ]);
+    expect_ok(&run(home.path(), &args));
+    assert_eq!(registry_state(&fresh), registry_state(&reference));
 }
 
 #[test]

@@ -688,7 +688,7 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
     r.check(
         "completeness",
         before,
-        match header_volume_of(&manifest) {
+        match manifest.volume {
             Some(_) => "every entry the signed manifest places in this volume present; every lock image listed".into(),
             None => "every listed blob present; every lock image carried".into(),
         },
@@ -715,10 +715,6 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
     );
     r.ok = r.failure_count() == 0;
     r
-}
-
-fn header_volume_of(manifest: &Manifest) -> Option<u32> {
-    manifest.volume.as_ref().map(|v| v.count)
 }
 
 /// The outcome of verifying several volume files as one set.

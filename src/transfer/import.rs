@@ -241,6 +241,33 @@ impl Segment {
     }
 }
 
+/// Reads segments one after the other, opening each only when the previous one is done
+/// (a blob split into many parts holds one file handle and buffer at a time).
+struct LazyChain {
+    rest: std::collections::VecDeque<Segment>,
+    current: Option<Box<dyn Read + Send>>,
+}
+
+impl Read for LazyChain {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if let Some(r) = self.current.as_mut() {
+                let n = r.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
+                }
+                self.current = None;
+            }
+            match self.rest.pop_front() {
+                None => return Ok(0),
+                Some(seg) => {
+                    self.current = Some(Box::new(seg.open().map_err(std::io::Error::other)?))
+                }
+            }
+        }
+    }
+}
+
 /// Prefixes read errors with the file they came from.
 struct Named<R> {
     inner: R,
@@ -436,16 +463,10 @@ impl BlobSource for ArchiveSource {
                 let (digest, size) = (desc.digest.clone(), desc.size);
                 let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
                 tokio::task::spawn_blocking(move || {
-                    let mut chained: Box<dyn Read + Send> = Box::new(std::io::empty());
-                    for seg in &segments {
-                        match seg.open() {
-                            Ok(r) => chained = Box::new(chained.chain(r)),
-                            Err(e) => {
-                                let _ = tx.blocking_send(Err(std::io::Error::other(e)));
-                                return;
-                            }
-                        }
-                    }
+                    let chained = LazyChain {
+                        rest: segments.into(),
+                        current: None,
+                    };
                     // Parts are verified one by one, the reassembled blob as a whole.
                     let mut whole =
                         crate::digest::VerifyingReader::new(chained, digest, Some(size));
