@@ -946,3 +946,90 @@ fn killed_single_file_export_resumes_byte_identical_without_refetching() {
 fn killed_volume_export_resumes_byte_identical_without_refetching() {
     resume_case(Some("2MiB"));
 }
+
+/// An interruption in the middle of a split blob's second part (made by cutting a finished
+/// set): resume fetches that blob again, skips the part already in an earlier volume, and
+/// the result is byte-identical; a finished volume that does not match is refused.
+#[test]
+fn resume_inside_a_split_blob_continues_at_the_right_part() {
+    let reg = Registry::start_plain();
+    let home = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(home.path());
+    let (bundle, _) = big_bundle(&reg, home.path());
+    let whole = tempfile::tempdir().unwrap();
+    let args = |out: &Path, resume: bool| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "export",
+            "-b",
+            &bundle,
+            "-o",
+            s(out),
+            "--sign-key",
+            s(&key),
+            "--volume-size",
+            "1MiB",
+            "-q",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        if resume {
+            v.push("--resume".into());
+        }
+        v
+    };
+    let a = args(&whole.path().join("app.tar"), false);
+    expect_ok(&run(
+        home.path(),
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    let volumes = volume_files(whole.path(), "app");
+    // The first volume holding a part 2 or later: cut it in that part's data.
+    let (k, off, size) = volumes
+        .iter()
+        .enumerate()
+        .find_map(|(k, v)| {
+            whole_entries(&std::fs::read(v).unwrap())
+                .into_iter()
+                .find(|(n, _, _)| n.contains(".part-") && !n.contains(".part-0001-"))
+                .map(|(_, off, size)| (k, off, size))
+        })
+        .expect("a split blob continues in a later volume");
+    let cut = tempfile::tempdir().unwrap();
+    for v in &volumes[..k] {
+        std::fs::copy(v, cut.path().join(v.file_name().unwrap())).unwrap();
+    }
+    let bytes = std::fs::read(&volumes[k]).unwrap();
+    let partial = cut.path().join(format!(
+        "{}.partial",
+        volumes[k].file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&partial, &bytes[..off + size / 2]).unwrap();
+    let b = args(&cut.path().join("app.tar"), true);
+    let b: Vec<&str> = b.iter().map(String::as_str).collect();
+    let text = String::from_utf8_lossy(&expect_ok_out(&run(home.path(), &b))).into_owned();
+    assert!(text.contains("resumed: kept"), "{text}");
+    let list = |dir: &Path| -> BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(&p).unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert!(
+        list(whole.path()) == list(cut.path()),
+        "resumed set differs"
+    );
+    let first = cut.path().join("app.001.tar");
+    let mut damaged = std::fs::read(&first).unwrap();
+    let at = damaged.len() - 1030;
+    damaged[at] ^= 1;
+    std::fs::write(&first, &damaged).unwrap();
+    let text = expect_code(&run(home.path(), &b), 1);
+    assert!(text.contains("app.001.tar"), "{text}");
+}

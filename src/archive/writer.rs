@@ -203,21 +203,17 @@ pub fn scan_existing(
         offset: 0,
         complete: false,
     };
-    let mut head = vec![
-        0u8;
-        leading
-            .len()
-            .min(usize::try_from(len).unwrap_or(usize::MAX))
-    ];
+    if len < leading.len() as u64 {
+        // Cut inside the leading entries: nothing worth keeping.
+        return Ok(fresh);
+    }
+    let mut head = vec![0u8; leading.len()];
     r.read_exact(&mut head).map_err(ArchiveError::io(ctx()))?;
-    if head[..] != leading[..head.len()] {
+    if head[..] != leading[..] {
         return Err(ArchiveError::Invalid {
             name: path.display().to_string(),
             reason: "its leading entries (signed manifest, signatures, index, volume record) differ from the archive planned now: the source or the options changed since it was written".into(),
         });
-    }
-    if head.len() < leading.len() {
-        return Ok(fresh);
     }
     let mut offset = leading.len() as u64;
     let mut kept = 0;
