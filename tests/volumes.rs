@@ -654,6 +654,40 @@ fn delta_over_the_previous_release_carries_only_new_layers() {
         .filter(|n| n.starts_with("blobs/"))
         .collect();
     assert_eq!(e1, e2);
+    // So does the base archive's airlift/manifest.json alone.
+    let base_bytes = std::fs::read(&full10).unwrap();
+    let (_, off, size) = whole_entries(&base_bytes)
+        .into_iter()
+        .find(|(n, _, _)| n == "airlift/manifest.json")
+        .unwrap();
+    let base_manifest = out.path().join("manifest-1.0.json");
+    std::fs::write(&base_manifest, &base_bytes[off..off + size]).unwrap();
+    let delta3 = out.path().join("app-1.1-from-manifest.tar");
+    expect_ok(&run(
+        home.path(),
+        &[
+            "export",
+            "-b",
+            &b11.image.tag_ref,
+            "-o",
+            s(&delta3),
+            "--sign-key",
+            s(&key),
+            "--since",
+            s(&base_manifest),
+            "-q",
+        ],
+    ));
+    let e3: BTreeSet<String> = whole_entries(&std::fs::read(&delta3).unwrap())
+        .into_iter()
+        .map(|(n, _, _)| n)
+        .filter(|n| n.starts_with("blobs/"))
+        .collect();
+    assert_eq!(e1, e3);
+    assert_eq!(
+        manifest_of(&delta3)["base"]["manifestDigest"],
+        manifest["base"]["manifestDigest"]
+    );
 }
 
 /// A TCP proxy in front of a registry that records request lines and can throttle responses.
