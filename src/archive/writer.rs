@@ -463,7 +463,22 @@ impl ArchiveWriter {
     }
 
     /// Ends the tar, finishes compression, fsyncs, renames to `PATH`, fsyncs the directory.
-    pub fn finish(mut self) -> Result<PathBuf, ArchiveError> {
+    pub fn finish(self) -> Result<PathBuf, ArchiveError> {
+        let path = self.path.clone();
+        self.finish_inner(true)?;
+        Ok(path)
+    }
+
+    /// Like [`finish`](Self::finish) but leaves the complete, fsynced file at `PATH.partial`
+    /// (returned): a volume set is renamed only once every volume is complete, so an
+    /// interrupted export never leaves files that look like a finished set.
+    pub fn finish_partial(self) -> Result<PathBuf, ArchiveError> {
+        let partial = self.partial.clone();
+        self.finish_inner(false)?;
+        Ok(partial)
+    }
+
+    fn finish_inner(mut self, rename: bool) -> Result<(), ArchiveError> {
         match self.pending.as_ref() {
             None => {
                 self.abort();
@@ -498,21 +513,15 @@ impl ArchiveWriter {
             let file = buf.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()?;
             drop(file);
-            fs::rename(&partial, &self.path)?;
-            if let Some(dir) = self.path.parent() {
-                let dir = if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
-                };
-                File::open(dir)?.sync_all()?;
+            if rename {
+                commit_rename(&partial, &self.path)?;
             }
             Ok(())
         })();
         match result {
             Ok(()) => {
                 self.finished = true;
-                Ok(self.path.clone())
+                Ok(())
             }
             Err(e) => {
                 self.abort();
@@ -523,6 +532,20 @@ impl ArchiveWriter {
             }
         }
     }
+}
+
+/// Renames a finished `PATH.partial` to `PATH` and fsyncs the directory.
+pub fn commit_rename(partial: &Path, path: &Path) -> io::Result<()> {
+    fs::rename(partial, path)?;
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 impl Drop for ArchiveWriter {

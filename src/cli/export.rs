@@ -17,7 +17,10 @@ use super::common::{RegistryArgs, RunArgs, parse_ref};
 /// `.imgpkg/images.yml` locks, nested bundles, and every platform of multi-arch indexes; each
 /// blob is stored once and checked against its digest while streaming. The file is written
 /// as FILE.partial, flushed to disk and renamed only when complete, so a file at FILE is
-/// always whole. Set SOURCE_DATE_EPOCH for byte-identical repeat exports.
+/// always whole (volumes of a set are renamed together at the end). A failed run removes its
+/// .partial files; a killed one leaves them for --resume. FILE's directory also gets
+/// NAME.B3SUMS and NAME.SHA256SUMS for `b3sum -c` / `sha256sum -c`. Set SOURCE_DATE_EPOCH for
+/// byte-identical repeat exports.
 ///
 /// Example: airlift export -b registry.example/app-bundle:1.0 -o app-1.0.tar --sign-key release.key
 #[derive(Args, Debug)]

@@ -22,7 +22,8 @@ use crate::archive::manifest::{
 use crate::archive::plan::{plan_volumes, set_part_digests};
 use crate::archive::reader::ArchiveReader;
 use crate::archive::writer::{
-    ArchiveWriter, ScanResult, WriteOptions, leading_bytes, scan_existing, sign_manifest,
+    ArchiveWriter, ScanResult, WriteOptions, commit_rename, leading_bytes, scan_existing,
+    sign_manifest,
 };
 use crate::digest::{Digest, VerifyingReader};
 use crate::keys::SigningKey;
@@ -278,7 +279,10 @@ fn previous_manifest(first: &Path) -> Option<Manifest> {
 enum FileState {
     Fresh,
     Resume(ScanResult),
+    /// Complete under its final name.
     Done,
+    /// Complete, still at `PATH.partial` (a volume set not yet renamed).
+    DonePartial,
 }
 
 /// Hashes each part of a blob that will be split, fetching it once (the signed manifest
@@ -442,7 +446,9 @@ pub async fn export(
                     out.push(FileState::Done);
                 } else if partial.exists() {
                     let scan = scan_existing(&partial, &lead, &entries, created).map_err(refuse)?;
-                    out.push(if scan.offset == 0 {
+                    out.push(if scan.complete {
+                        FileState::DonePartial
+                    } else if scan.offset == 0 {
                         FileState::Fresh
                     } else {
                         FileState::Resume(scan)
@@ -465,7 +471,7 @@ pub async fn export(
     for ((_, vol), state) in files.iter().zip(&states) {
         let entries = manifest.entries_for(*vol);
         let start = match state {
-            FileState::Done => {
+            FileState::Done | FileState::DonePartial => {
                 resumed_entries += entries.len();
                 continue;
             }
@@ -509,7 +515,6 @@ pub async fn export(
     ));
 
     // Streams for configs and layers, opened in order, at most `prefetch` ahead of the writer.
-    type Fetched = (Digest, crate::registry::client::BlockingBlobReader);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Fetched>(opts.prefetch.max(1));
     let writer_progress = Arc::clone(&progress);
     let write_options = WriteOptions {
@@ -519,86 +524,42 @@ pub async fn export(
     let writer_files = files.clone();
     let writer_manifest = Arc::clone(&manifest);
     let writer_bytes = manifest_bytes.clone();
+    let is_set = manifest.volume.is_some();
     let writer = tokio::task::spawn_blocking(move || -> Result<(), TransferError> {
-        let wrap = |what: String| {
-            move |e: crate::archive::ArchiveError| TransferError::Other(format!("{what}: {e}"))
-        };
-        let mut current: Option<Fetched> = None;
-        for ((path, vol), state) in writer_files.iter().zip(states) {
-            let entries = writer_manifest.entries_for(*vol);
-            let (mut w, start) = match state {
-                FileState::Done => continue,
-                FileState::Fresh => {
-                    let mut w = ArchiveWriter::create_volume(path, write_options, *vol)
-                        .map_err(wrap(path.display().to_string()))?;
-                    w.write_header(&writer_bytes, &signatures, &index_json)
-                        .map_err(wrap(path.display().to_string()))?;
-                    (w, 0)
-                }
-                FileState::Resume(scan) => (
-                    ArchiveWriter::resume_volume(path, write_options, *vol, &writer_bytes, scan)
-                        .map_err(wrap(path.display().to_string()))?,
-                    scan.kept,
-                ),
-            };
-            for e in &entries[start..] {
-                let result = if matches!(e.role, Role::Manifest | Role::Index) {
-                    let bytes = manifest_blobs.get(&e.blob).cloned().unwrap_or_default();
-                    w.write_blob(&e.digest, e.size, &bytes[..])
-                } else {
-                    if current.as_ref().map(|(d, _)| d) != Some(&e.blob) {
-                        let (d, mut reader) = rx.recv().map_err(|_| {
-                            TransferError::Other(format!("download of {} was abandoned", e.blob))
-                        })?;
-                        if d != e.blob {
-                            return Err(TransferError::Other(format!(
-                                "internal: expected blob {} from the fetcher, got {d}",
-                                e.blob
-                            )));
-                        }
-                        let skip = skips.get(&d).copied().unwrap_or(0);
-                        let skipped =
-                            std::io::copy(&mut (&mut reader).take(skip), &mut std::io::sink())
-                                .map_err(|err| TransferError::Other(format!("blob {d}: {err}")))?;
-                        if skipped != skip {
-                            return Err(TransferError::Other(format!(
-                                "blob {d}: shorter than its parts"
-                            )));
-                        }
-                        current = Some((d, reader));
-                    }
-                    let Some((_, reader)) = current.as_mut() else {
-                        return Err(TransferError::Other("internal: no blob stream".into()));
-                    };
-                    let r = match e.part {
-                        None => w.write_blob(
-                            &e.digest,
-                            e.size,
-                            CountingReader {
-                                inner: reader,
-                                progress: &writer_progress,
-                            },
-                        ),
-                        Some(_) => w.write_blob(
-                            &e.digest,
-                            e.size,
-                            CountingReader {
-                                inner: reader.take(e.size),
-                                progress: &writer_progress,
-                            },
-                        ),
-                    };
-                    if e.part.is_none_or(|(n, c)| n == c) {
-                        current = None;
-                    }
-                    r
-                };
-                result.map_err(|err| TransferError::Other(format!("writing {}: {err}", e.name)))?;
-                if e.part.is_none_or(|(n, c)| n == c) {
-                    writer_progress.blob_done();
+        // A volume set is renamed only when every volume is complete; a failed run removes
+        // the volumes it finished (a killed run leaves them for --resume).
+        let mut finished: Vec<PathBuf> = Vec::new();
+        let result = write_files(
+            &writer_files,
+            states,
+            &writer_manifest,
+            &writer_bytes,
+            &signatures,
+            &index_json,
+            &manifest_blobs,
+            &skips,
+            &rx,
+            write_options,
+            &writer_progress,
+            is_set,
+            &mut finished,
+        );
+        if result.is_err() {
+            for p in &finished {
+                let _ = std::fs::remove_file(p);
+            }
+            return result;
+        }
+        if is_set {
+            for (path, _) in &writer_files {
+                let partial = partial_path(path);
+                if partial.exists() {
+                    commit_rename(&partial, path).map_err(|source| TransferError::Io {
+                        what: format!("renaming {}", partial.display()),
+                        source,
+                    })?;
                 }
             }
-            w.finish().map_err(wrap(path.display().to_string()))?;
         }
         Ok(())
     });
@@ -652,6 +613,116 @@ pub async fn export(
         signers,
     })
 }
+
+/// Writes the files that are not complete yet, in order, from the fetched blob streams.
+#[allow(clippy::too_many_arguments)]
+fn write_files(
+    writer_files: &[(PathBuf, Option<u32>)],
+    states: Vec<FileState>,
+    writer_manifest: &Manifest,
+    writer_bytes: &[u8],
+    signatures: &[(String, [u8; crate::keys::SIGNATURE_LEN])],
+    index_json: &[u8],
+    manifest_blobs: &HashMap<Digest, Bytes>,
+    skips: &HashMap<Digest, u64>,
+    rx: &std::sync::mpsc::Receiver<Fetched>,
+    write_options: WriteOptions,
+    writer_progress: &Progress,
+    is_set: bool,
+    finished: &mut Vec<PathBuf>,
+) -> Result<(), TransferError> {
+    let wrap = |what: String| {
+        move |e: crate::archive::ArchiveError| TransferError::Other(format!("{what}: {e}"))
+    };
+    let mut current: Option<Fetched> = None;
+    for ((path, vol), state) in writer_files.iter().zip(states) {
+        let entries = writer_manifest.entries_for(*vol);
+        let (mut w, start) = match state {
+            FileState::Done | FileState::DonePartial => continue,
+            FileState::Fresh => {
+                let mut w = ArchiveWriter::create_volume(path, write_options, *vol)
+                    .map_err(wrap(path.display().to_string()))?;
+                w.write_header(writer_bytes, signatures, index_json)
+                    .map_err(wrap(path.display().to_string()))?;
+                (w, 0)
+            }
+            FileState::Resume(scan) => (
+                ArchiveWriter::resume_volume(path, write_options, *vol, writer_bytes, scan)
+                    .map_err(wrap(path.display().to_string()))?,
+                scan.kept,
+            ),
+        };
+        for e in &entries[start..] {
+            let result = if matches!(e.role, Role::Manifest | Role::Index) {
+                let bytes = manifest_blobs.get(&e.blob).cloned().unwrap_or_default();
+                w.write_blob(&e.digest, e.size, &bytes[..])
+            } else {
+                if current.as_ref().map(|(d, _)| d) != Some(&e.blob) {
+                    let (d, mut reader) = rx.recv().map_err(|_| {
+                        TransferError::Other(format!("download of {} was abandoned", e.blob))
+                    })?;
+                    if d != e.blob {
+                        return Err(TransferError::Other(format!(
+                            "internal: expected blob {} from the fetcher, got {d}",
+                            e.blob
+                        )));
+                    }
+                    let skip = skips.get(&d).copied().unwrap_or(0);
+                    let skipped =
+                        std::io::copy(&mut (&mut reader).take(skip), &mut std::io::sink())
+                            .map_err(|err| TransferError::Other(format!("blob {d}: {err}")))?;
+                    if skipped != skip {
+                        return Err(TransferError::Other(format!(
+                            "blob {d}: shorter than its parts"
+                        )));
+                    }
+                    current = Some((d, reader));
+                }
+                let Some((_, reader)) = current.as_mut() else {
+                    return Err(TransferError::Other("internal: no blob stream".into()));
+                };
+                let r = match e.part {
+                    None => w.write_blob(
+                        &e.digest,
+                        e.size,
+                        CountingReader {
+                            inner: reader,
+                            progress: writer_progress,
+                        },
+                    ),
+                    Some(_) => w.write_blob(
+                        &e.digest,
+                        e.size,
+                        CountingReader {
+                            inner: reader.take(e.size),
+                            progress: writer_progress,
+                        },
+                    ),
+                };
+                if e.part.is_none_or(|(n, c)| n == c) {
+                    current = None;
+                }
+                r
+            };
+            result.map_err(|err| TransferError::Other(format!("writing {}: {err}", e.name)))?;
+            if e.part.is_none_or(|(n, c)| n == c) {
+                writer_progress.blob_done();
+            }
+        }
+        if is_set {
+            finished.push(
+                w.finish_partial()
+                    .map_err(wrap(path.display().to_string()))?,
+            );
+        } else {
+            w.finish().map_err(wrap(path.display().to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+/// A blob stream from the fetcher, named by its digest.
+type Fetched = (Digest, crate::registry::client::BlockingBlobReader);
 
 /// Writes `NAME.B3SUMS` and `NAME.SHA256SUMS` (the formats `b3sum -c` and `sha256sum -c` read)
 /// listing each file by its bare name, so copies on media can be checked with stock tools.
