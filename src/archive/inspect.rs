@@ -14,11 +14,12 @@ use std::path::Path;
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::manifest::{Manifest, Role, RootKind};
+use super::manifest::{BaseRef, Manifest, Role, RootKind, VolumeSet};
+use super::reader::VolumeRecord;
 use super::tar::TarReader;
 use super::{
     ArchiveError, EntryName, INDEX_JSON, MANIFEST_ENTRY, MAX_INDEX, MAX_MANIFEST, MAX_OCI_LAYOUT,
-    OCI_LAYOUT, OCI_LAYOUT_CONTENT, ZSTD_MAGIC,
+    MAX_VOLUME_RECORD, OCI_LAYOUT, OCI_LAYOUT_CONTENT, VOLUME_ENTRY, ZSTD_MAGIC,
 };
 use crate::digest::Digest;
 use crate::keys::{self, SIGNATURE_LEN, VerifyingKey};
@@ -188,12 +189,18 @@ pub struct Inspection {
     pub bundles: Vec<BundleInfo>,
     /// Blob table totals.
     pub blobs: BlobTotals,
-    /// Reserved multi-volume field, shown as found.
+    /// The volume set this file belongs to (absent for a single-file archive).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub volume: Option<serde_json::Value>,
-    /// Reserved delta field, shown as found.
+    pub volume: Option<VolumeSet>,
+    /// Which volume of the set this file is (from `airlift/volume.json`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub base: Option<serde_json::Value>,
+    pub this_volume: Option<u32>,
+    /// The base a delta archive relies on (absent for a self-contained archive).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseRef>,
+    /// Blobs relied on from the base and not carried (delta archives only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_blobs: Option<RoleTotals>,
     /// Manifest fields this version does not know.
     pub unknown_fields: Vec<String>,
 }
@@ -212,28 +219,6 @@ fn open_stream(path: &Path) -> Result<(Box<dyn Read + Send>, bool, u64), Archive
     } else {
         Ok((Box::new(buf), false, len))
     }
-}
-
-/// Parses the manifest like [`Manifest::parse`], but shows the reserved fields instead of refusing.
-fn parse_lenient(bytes: &[u8]) -> Result<(Manifest, Vec<String>), ArchiveError> {
-    let mut value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|source| ArchiveError::Json {
-            name: MANIFEST_ENTRY.into(),
-            source,
-        })?;
-    let (volume, base) = match value.as_object_mut() {
-        Some(o) => (o.remove("volume"), o.remove("base")),
-        None => (None, None),
-    };
-    let stripped = serde_json::to_vec(&value).map_err(|source| ArchiveError::Json {
-        name: MANIFEST_ENTRY.into(),
-        source,
-    })?;
-    let parsed = Manifest::parse(&stripped)?;
-    let mut m = parsed.manifest;
-    m.volume = volume.filter(|v| !v.is_null());
-    m.base = base.filter(|v| !v.is_null());
-    Ok((m, parsed.unknown_fields))
 }
 
 fn expect_entry<R: Read>(
@@ -271,7 +256,8 @@ pub fn inspect(path: &Path, trusted: &[VerifyingKey]) -> Result<Inspection, Arch
     }
     expect_entry(&mut tar, EntryName::Manifest, MANIFEST_ENTRY)?;
     let manifest_bytes = tar.read_small(MANIFEST_ENTRY, MAX_MANIFEST)?;
-    let (manifest, unknown_fields) = parse_lenient(&manifest_bytes)?;
+    let parsed = Manifest::parse(&manifest_bytes)?;
+    let (manifest, unknown_fields) = (parsed.manifest, parsed.unknown_fields);
 
     let mut signatures: Vec<(String, [u8; SIGNATURE_LEN])> = Vec::new();
     loop {
@@ -302,11 +288,26 @@ pub fn inspect(path: &Path, trusted: &[VerifyingKey]) -> Result<Inspection, Arch
         }
     }
 
+    let this_volume = if manifest.volume.is_some() {
+        expect_entry(&mut tar, EntryName::Volume, VOLUME_ENTRY)?;
+        let bytes = tar.read_small(VOLUME_ENTRY, MAX_VOLUME_RECORD)?;
+        let record: VolumeRecord =
+            serde_json::from_slice(&bytes).map_err(|source| ArchiveError::Json {
+                name: VOLUME_ENTRY.into(),
+                source,
+            })?;
+        record.check(&manifest, &manifest_bytes)?;
+        Some(record.volume)
+    } else {
+        None
+    };
+
     // Group (a): manifests and indexes; stop at the first other blob (no layer data read).
     let mut manifests: BTreeMap<Digest, RawManifest> = BTreeMap::new();
     while let Some(e) = tar.next_header()? {
         let digest = match EntryName::parse(&e.name)? {
             EntryName::Blob(d) => d,
+            EntryName::Part(..) => break,
             _ => {
                 return Err(ArchiveError::Order {
                     name: e.name,
@@ -465,7 +466,12 @@ pub fn inspect(path: &Path, trusted: &[VerifyingKey]) -> Result<Inspection, Arch
         bundles,
         blobs,
         volume: manifest.volume.clone(),
+        this_volume,
         base: manifest.base.clone(),
+        base_blobs: manifest.base.as_ref().map(|_| RoleTotals {
+            count: manifest.base_blobs().count() as u64,
+            bytes: manifest.base_blobs().map(|b| b.size).sum(),
+        }),
         unknown_fields,
     })
 }
@@ -585,7 +591,11 @@ mod tests {
             media_type: raw.media_type.clone(),
         });
         m.blobs = table.finish();
-        m.base = Some(serde_json::json!({"receipt": "sha256:abc"}));
+        m.base = Some(crate::archive::BaseRef {
+            manifest_digest: Digest::sha256_of(b"base"),
+            created: "2026-01-01T00:00:00Z".into(),
+            file: "app-1.0.tar".into(),
+        });
         let manifest_bytes = m.to_canonical_bytes().unwrap();
 
         let mut tar = Vec::new();
@@ -607,6 +617,7 @@ mod tests {
 
         let r = inspect(&path, &[]).unwrap();
         assert_eq!(r.base, m.base);
+        assert_eq!(r.base_blobs.as_ref().map(|t| t.count), Some(0));
         assert!(r.volume.is_none());
         assert_eq!(r.manifest_digest, Digest::sha256_of(&manifest_bytes));
         assert!(r.signatures.is_empty() && !r.trust_checked);
@@ -617,7 +628,17 @@ mod tests {
             (raw.bytes.len() + config.len() + layer.len()) as u64
         );
         assert_eq!(r.blobs.count, 3);
-        // The strict reader refuses the same archive (reserved field).
-        assert!(crate::archive::ArchiveReader::open(&path).is_err());
+        // The strict reader opens the header but the cut config entry is fatal.
+        let mut reader = crate::archive::ArchiveReader::open(&path).unwrap();
+        assert!(reader.header().manifest.base.is_some());
+        let mut first = reader.next_blob().unwrap().unwrap();
+        std::io::copy(&mut first, &mut std::io::sink()).unwrap();
+        drop(first);
+        let cut = match reader.next_blob() {
+            Err(_) => true,
+            Ok(None) => false,
+            Ok(Some(mut b)) => std::io::copy(&mut b, &mut std::io::sink()).is_err(),
+        };
+        assert!(cut, "the cut config entry must fail");
     }
 }

@@ -116,6 +116,65 @@ pub struct BlobEntry {
     /// Digests of manifests/indexes in the archive naming it, sorted.
     #[serde(default)]
     pub referenced_by: Vec<Digest>,
+    /// Volume set only: the volume holding this (whole) config or layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<u32>,
+    /// Volume set only: a blob larger than a volume, stored as these parts in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<BlobPart>,
+    /// Delta only: not carried; the destination already holds it from the base.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub base: bool,
+}
+
+/// One part of a blob split across volumes: an entry of its own with its own digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobPart {
+    /// sha256 of this part's bytes.
+    pub digest: Digest,
+    /// Its length.
+    pub size: u64,
+    /// The volume holding it.
+    pub volume: u32,
+}
+
+/// The `volume` field: this archive is a set of volumes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSet {
+    /// How many volume files make up the archive.
+    pub count: u32,
+    /// The size limit every volume file respects (bytes).
+    pub max_size: u64,
+}
+
+/// The `base` field: this archive is a delta relying on content of an earlier archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BaseRef {
+    /// sha256 of the base archive's airlift manifest (its identity).
+    pub manifest_digest: Digest,
+    /// The base archive's `created`.
+    pub created: String,
+    /// The file the base was read from (archive, manifest or receipt), informational.
+    pub file: String,
+}
+
+/// One tar entry carrying blob content, as planned by the manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedEntry {
+    /// The tar entry name.
+    pub name: String,
+    /// Digest of the entry's bytes (the part's digest for a part).
+    pub digest: Digest,
+    /// Entry size.
+    pub size: u64,
+    /// Role of the blob.
+    pub role: Role,
+    /// The blob this entry belongs to.
+    pub blob: Digest,
+    /// `(number, count)` for a part of a split blob, 1-based.
+    pub part: Option<(u32, u32)>,
 }
 
 /// The airlift manifest.
@@ -139,12 +198,12 @@ pub struct Manifest {
     pub bundles: Vec<BundleLock>,
     /// Every blob, sorted by digest.
     pub blobs: Vec<BlobEntry>,
-    /// Reserved for multi-volume archives; absent in v1.
+    /// Present when the archive is a set of volume files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volume: Option<serde_json::Value>,
-    /// Reserved for delta archives; absent in v1.
+    pub volume: Option<VolumeSet>,
+    /// Present when the archive is a delta over an earlier archive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub base: Option<serde_json::Value>,
+    pub base: Option<BaseRef>,
 }
 
 /// Identifies the exact `index.json` bytes, so that the signature covers them too.
@@ -299,16 +358,7 @@ impl Manifest {
             )));
         }
         let manifest: Manifest = serde_json::from_value(value.clone()).map_err(json)?;
-        if manifest.volume.is_some() {
-            return Err(ArchiveError::Unsupported(
-                "multi-volume archives (field `volume`) are not supported by this version".into(),
-            ));
-        }
-        if manifest.base.is_some() {
-            return Err(ArchiveError::Unsupported(
-                "delta archives (field `base`) are not supported by this version".into(),
-            ));
-        }
+        manifest.check_placement()?;
         for pair in manifest.blobs.windows(2) {
             if pair[0].digest >= pair[1].digest {
                 return Err(ArchiveError::Invalid {
@@ -327,6 +377,144 @@ impl Manifest {
             manifest,
             unknown_fields,
         })
+    }
+
+    /// Checks the volume and base fields agree with each other and with the blob table.
+    fn check_placement(&self) -> Result<(), ArchiveError> {
+        let bad = |reason: String| ArchiveError::Invalid {
+            name: super::MANIFEST_ENTRY.to_owned(),
+            reason,
+        };
+        if let Some(v) = &self.volume
+            && v.count == 0
+        {
+            return Err(bad("volume.count must be at least 1".into()));
+        }
+        for b in &self.blobs {
+            let d = &b.digest;
+            let metadata = matches!(b.role, Role::Manifest | Role::Index);
+            if b.base {
+                if self.base.is_none() {
+                    return Err(bad(format!(
+                        "blob {d} is marked base but there is no `base`"
+                    )));
+                }
+                if b.role != Role::Layer {
+                    return Err(bad(format!(
+                        "blob {d}: only layers may be left to the base"
+                    )));
+                }
+                if b.volume.is_some() || !b.parts.is_empty() {
+                    return Err(bad(format!("blob {d}: a base blob has no volume or parts")));
+                }
+                continue;
+            }
+            match &self.volume {
+                None => {
+                    if b.volume.is_some() || !b.parts.is_empty() {
+                        return Err(bad(format!(
+                            "blob {d}: volume placement in an archive that is not a volume set"
+                        )));
+                    }
+                }
+                Some(set) => {
+                    let in_range = |n: u32| n >= 1 && n <= set.count;
+                    match (metadata, b.volume, b.parts.is_empty()) {
+                        (true, None, true) => {}
+                        (true, _, _) => {
+                            return Err(bad(format!(
+                                "blob {d}: manifests and indexes are in every volume, no placement"
+                            )));
+                        }
+                        (false, Some(n), true) if in_range(n) => {}
+                        (false, None, false) => {
+                            let total: u64 = b.parts.iter().map(|p| p.size).sum();
+                            let ordered = b.parts.windows(2).all(|w| w[0].volume <= w[1].volume);
+                            if b.parts.len() < 2
+                                || b.parts.len() > 9999
+                                || total != b.size
+                                || !ordered
+                                || b.parts.iter().any(|p| !in_range(p.volume) || p.size == 0)
+                            {
+                                return Err(bad(format!(
+                                    "blob {d}: parts must be 2..9999, non-empty, in volume order, within 1..{} and add up to its size",
+                                    set.count
+                                )));
+                            }
+                        }
+                        _ => {
+                            return Err(bad(format!(
+                                "blob {d}: needs exactly one of `volume` (1..{}) or `parts`",
+                                set.count
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The blob content entries of one file, in tar order: `None` for a single-file archive,
+    /// `Some(n)` for volume `n` of a set (manifests and indexes are in every volume).
+    pub fn entries_for(&self, volume: Option<u32>) -> Vec<PlannedEntry> {
+        let mut out = Vec::new();
+        for b in self.blob_order() {
+            if b.base {
+                continue;
+            }
+            let whole = PlannedEntry {
+                name: super::EntryName::blob(&b.digest),
+                digest: b.digest.clone(),
+                size: b.size,
+                role: b.role,
+                blob: b.digest.clone(),
+                part: None,
+            };
+            if volume.is_none() || matches!(b.role, Role::Manifest | Role::Index) {
+                out.push(whole);
+            } else if b.parts.is_empty() {
+                if b.volume == volume {
+                    out.push(whole);
+                }
+            } else {
+                let count = b.parts.len() as u32;
+                for (i, p) in b.parts.iter().enumerate() {
+                    if Some(p.volume) == volume {
+                        let n = i as u32 + 1;
+                        out.push(PlannedEntry {
+                            name: super::EntryName::part(&b.digest, n, count),
+                            digest: p.digest.clone(),
+                            size: p.size,
+                            role: b.role,
+                            blob: b.digest.clone(),
+                            part: Some((n, count)),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The volumes holding some of a blob's bytes (empty for base blobs, all for metadata).
+    pub fn volumes_of(&self, b: &BlobEntry) -> Vec<u32> {
+        let count = self.volume.as_ref().map(|v| v.count).unwrap_or(1);
+        if b.base {
+            return Vec::new();
+        }
+        if self.volume.is_none() || matches!(b.role, Role::Manifest | Role::Index) {
+            return (1..=count).collect();
+        }
+        let mut v: Vec<u32> = b.volume.into_iter().collect();
+        v.extend(b.parts.iter().map(|p| p.volume));
+        v.dedup();
+        v
+    }
+
+    /// Blobs the archive relies on but does not carry (delta archives).
+    pub fn base_blobs(&self) -> impl Iterator<Item = &BlobEntry> {
+        self.blobs.iter().filter(|b| b.base)
     }
 
     /// Looks a blob up in the (sorted) table.
@@ -372,6 +560,9 @@ impl BlobTableBuilder {
                     media_type: desc.media_type.clone(),
                     role,
                     referenced_by: Vec::new(),
+                    volume: None,
+                    parts: Vec::new(),
+                    base: false,
                 },
                 BTreeSet::new(),
             )
@@ -472,6 +663,9 @@ mod tests {
             media_type: media_type::OCI_LAYER_TAR.into(),
             role: Role::Layer,
             referenced_by: vec![],
+            volume: None,
+            parts: vec![],
+            base: false,
         });
         m
     }
@@ -499,9 +693,20 @@ mod tests {
         v["version"] = serde_json::json!(2);
         let e = Manifest::parse(&serde_json::to_vec(&v).unwrap()).unwrap_err();
         assert!(matches!(e, ArchiveError::Unsupported(_)), "{e}");
+        // A volume set whose layer has no placement is refused; placed, it parses.
         let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        v["volume"] = serde_json::json!({"index": 1});
+        v["volume"] = serde_json::json!({"count": 2, "maxSize": 1048576});
         let e = Manifest::parse(&serde_json::to_vec(&v).unwrap()).unwrap_err();
         assert!(e.to_string().contains("volume"), "{e}");
+        v["blobs"][0]["volume"] = serde_json::json!(3);
+        assert!(Manifest::parse(&serde_json::to_vec(&v).unwrap()).is_err());
+        v["blobs"][0]["volume"] = serde_json::json!(2);
+        let p = Manifest::parse(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(p.manifest.entries_for(Some(2)).len(), 1);
+        assert!(p.manifest.entries_for(Some(1)).is_empty());
+        // A base blob without `base` is refused.
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        v["blobs"][0]["base"] = serde_json::json!(true);
+        assert!(Manifest::parse(&serde_json::to_vec(&v).unwrap()).is_err());
     }
 }

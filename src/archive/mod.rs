@@ -12,6 +12,7 @@
 
 pub mod inspect;
 pub mod manifest;
+pub mod plan;
 pub mod reader;
 mod tar;
 pub mod verify;
@@ -23,8 +24,8 @@ use crate::digest::{Digest, DigestError};
 use crate::keys::KeyError;
 
 pub use manifest::{
-    BlobEntry, BlobTableBuilder, BundleLock, IndexEntry, IndexRef, LockedImage, Manifest, Role,
-    Root, RootKind,
+    BaseRef, BlobEntry, BlobPart, BlobTableBuilder, BundleLock, IndexEntry, IndexRef, LockedImage,
+    Manifest, PlannedEntry, Role, Root, RootKind, VolumeSet,
 };
 pub use manifest::{canonical_json, creation_time, oci_index_json, rfc3339};
 pub use reader::{ArchiveHeader, ArchiveReader, BlobIndex, BlobReader};
@@ -41,6 +42,10 @@ pub const MANIFEST_ENTRY: &str = "airlift/manifest.json";
 pub const SIGNATURES_DIR: &str = "airlift/signatures/";
 /// Entry name of the OCI index.
 pub const INDEX_JSON: &str = "index.json";
+/// Entry name of the (unsigned) volume record, right after `index.json` in a volume set.
+pub const VOLUME_ENTRY: &str = "airlift/volume.json";
+/// Largest accepted `airlift/volume.json`.
+pub const MAX_VOLUME_RECORD: u64 = 4096;
 /// Largest accepted airlift manifest.
 pub const MAX_MANIFEST: u64 = 64 << 20;
 /// Largest accepted `index.json`, and largest manifest/index blob parsed by verify.
@@ -192,8 +197,12 @@ pub enum EntryName {
     Signature(String),
     /// `index.json`.
     IndexJson,
+    /// `airlift/volume.json`.
+    Volume,
     /// `blobs/<alg>/<hex>`.
     Blob(Digest),
+    /// `blobs/<alg>/<hex>.part-NNNN-of-MMMM`: part `n` of `count` of a split blob.
+    Part(Digest, u32, u32),
 }
 
 impl EntryName {
@@ -213,6 +222,7 @@ impl EntryName {
             OCI_LAYOUT => return Ok(EntryName::OciLayout),
             MANIFEST_ENTRY => return Ok(EntryName::Manifest),
             INDEX_JSON => return Ok(EntryName::IndexJson),
+            VOLUME_ENTRY => return Ok(EntryName::Volume),
             _ => {}
         }
         if let Some(rest) = name.strip_prefix(SIGNATURES_DIR) {
@@ -230,6 +240,24 @@ impl EntryName {
             let (alg, hex) = rest
                 .split_once('/')
                 .ok_or_else(|| bad("blob names are blobs/<algorithm>/<hex>"))?;
+            if let Some((hex, part)) = hex.split_once(".part-") {
+                let digest: Digest = format!("{alg}:{hex}")
+                    .parse()
+                    .map_err(|_| bad("blob name is not a valid digest"))?;
+                let four = |t: &str| -> Option<u32> {
+                    (t.len() == 4 && t.bytes().all(|b| b.is_ascii_digit()))
+                        .then(|| t.parse().ok())
+                        .flatten()
+                };
+                let (n, count) = part
+                    .split_once("-of-")
+                    .and_then(|(n, c)| Some((four(n)?, four(c)?)))
+                    .filter(|(n, c)| *n >= 1 && n <= c && *c >= 2)
+                    .ok_or_else(|| {
+                        bad("part names end in .part-NNNN-of-MMMM (1 <= N <= M, M >= 2)")
+                    })?;
+                return Ok(EntryName::Part(digest, n, count));
+            }
             let digest: Digest = format!("{alg}:{hex}")
                 .parse()
                 .map_err(|_| bad("blob name is not a valid digest"))?;
@@ -241,5 +269,23 @@ impl EntryName {
     /// The entry name of a blob.
     pub fn blob(digest: &Digest) -> String {
         format!("blobs/{}/{}", digest.algorithm().name(), digest.hex())
+    }
+
+    /// The entry name of part `n` of `count` of a split blob.
+    pub fn part(digest: &Digest, n: u32, count: u32) -> String {
+        format!("{}.part-{n:04}-of-{count:04}", Self::blob(digest))
+    }
+
+    /// The name as it appears in the tar.
+    pub fn to_entry_string(&self) -> String {
+        match self {
+            EntryName::OciLayout => OCI_LAYOUT.to_owned(),
+            EntryName::Manifest => MANIFEST_ENTRY.to_owned(),
+            EntryName::Signature(fp) => format!("{SIGNATURES_DIR}{fp}.sig"),
+            EntryName::IndexJson => INDEX_JSON.to_owned(),
+            EntryName::Volume => VOLUME_ENTRY.to_owned(),
+            EntryName::Blob(d) => Self::blob(d),
+            EntryName::Part(d, n, c) => Self::part(d, *n, *c),
+        }
     }
 }

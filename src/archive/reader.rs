@@ -9,11 +9,11 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::manifest::{BlobEntry, Manifest, Role};
+use super::manifest::{Manifest, PlannedEntry, Role};
 use super::tar::{self, RawEntry, TarReader};
 use super::{
     ArchiveError, EntryName, INDEX_JSON, MANIFEST_ENTRY, MAX_INDEX, MAX_MANIFEST, MAX_OCI_LAYOUT,
-    OCI_LAYOUT, OCI_LAYOUT_CONTENT, ZSTD_MAGIC,
+    MAX_VOLUME_RECORD, OCI_LAYOUT, OCI_LAYOUT_CONTENT, VOLUME_ENTRY, ZSTD_MAGIC,
 };
 use crate::digest::{Digest, VerifyingReader};
 use crate::keys::{self, SIGNATURE_LEN};
@@ -33,6 +33,48 @@ pub struct ArchiveHeader {
     pub index_json: Vec<u8>,
     /// Whether the archive was zstd-compressed.
     pub compressed: bool,
+    /// In a volume set, which volume this file is (from `airlift/volume.json`, checked
+    /// against the signed manifest).
+    pub volume: Option<u32>,
+}
+
+/// The unsigned `airlift/volume.json` record: which volume of which archive this file is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeRecord {
+    /// sha256 of the signed airlift manifest (the same in every volume).
+    pub manifest: Digest,
+    /// This volume's number, 1-based.
+    pub volume: u32,
+    /// How many volumes the set has.
+    pub count: u32,
+}
+
+impl VolumeRecord {
+    /// Checks the record's claims against the signed manifest bytes.
+    pub fn check(&self, manifest: &Manifest, manifest_bytes: &[u8]) -> Result<(), ArchiveError> {
+        let bad = |reason: String| ArchiveError::Invalid {
+            name: VOLUME_ENTRY.into(),
+            reason,
+        };
+        let Some(set) = &manifest.volume else {
+            return Err(bad("present in an archive that is not a volume set".into()));
+        };
+        if self.manifest != Digest::sha256_of(manifest_bytes) {
+            return Err(bad(format!(
+                "names manifest {}, but this file's manifest is {}",
+                self.manifest,
+                Digest::sha256_of(manifest_bytes)
+            )));
+        }
+        if self.count != set.count || self.volume < 1 || self.volume > set.count {
+            return Err(bad(format!(
+                "claims volume {} of {}, the signed manifest has {} volume(s)",
+                self.volume, self.count, set.count
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Opens a file and returns a reader of its tar stream, decompressing if it starts with
@@ -81,8 +123,11 @@ pub struct ArchiveReader {
     path: PathBuf,
     tar: TarReader<Box<dyn Read + Send>>,
     header: ArchiveHeader,
-    seen: HashSet<Digest>,
-    last: Option<(u8, Digest)>,
+    /// The content entries this file must hold, in order, and their positions by name.
+    expected: Vec<PlannedEntry>,
+    position: HashMap<String, usize>,
+    seen: HashSet<usize>,
+    last: Option<usize>,
 }
 
 impl ArchiveReader {
@@ -159,6 +204,28 @@ impl ArchiveReader {
                 other => return Err(order(&other, INDEX_JSON)),
             }
         };
+        let volume = if parsed.manifest.volume.is_some() {
+            let (_, name) = next_checked(&mut tar, VOLUME_ENTRY)?;
+            if name != EntryName::Volume {
+                return Err(order(&name, VOLUME_ENTRY));
+            }
+            let bytes = tar.read_small(VOLUME_ENTRY, MAX_VOLUME_RECORD)?;
+            let record: VolumeRecord =
+                serde_json::from_slice(&bytes).map_err(|source| ArchiveError::Json {
+                    name: VOLUME_ENTRY.into(),
+                    source,
+                })?;
+            record.check(&parsed.manifest, &manifest_bytes)?;
+            Some(record.volume)
+        } else {
+            None
+        };
+        let expected = parsed.manifest.entries_for(volume);
+        let position = expected
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i))
+            .collect();
         Ok(ArchiveReader {
             path: path.to_path_buf(),
             tar,
@@ -169,7 +236,10 @@ impl ArchiveReader {
                 signatures,
                 index_json,
                 compressed,
+                volume,
             },
+            expected,
+            position,
             seen: HashSet::new(),
             last: None,
         })
@@ -197,71 +267,68 @@ impl ArchiveReader {
         };
         let name = EntryName::parse(&e.name)?;
         check_regular(&e)?;
-        let digest = match name {
-            EntryName::Blob(d) => d,
+        match name {
+            EntryName::Blob(_) | EntryName::Part(..) => {}
             EntryName::Signature(_) => {
                 return Err(order(&name, "only blob entries after index.json"));
             }
             _ => return Err(ArchiveError::Duplicate { name: e.name }),
+        }
+        let Some(&pos) = self.position.get(&e.name) else {
+            return Err(ArchiveError::Unlisted { name: e.name });
         };
-        if !self.seen.insert(digest.clone()) {
+        if !self.seen.insert(pos) {
             return Err(ArchiveError::Duplicate { name: e.name });
         }
-        let entry = self
-            .header
-            .manifest
-            .blob(&digest)
-            .ok_or_else(|| ArchiveError::Unlisted {
-                name: e.name.clone(),
-            })?;
-        let (size, role, media_type) = (entry.size, entry.role, entry.media_type.clone());
-        if e.size != size {
+        let entry = &self.expected[pos];
+        if e.size != entry.size {
             return Err(ArchiveError::SizeMismatch {
-                digest,
-                expected: size,
+                digest: entry.digest.clone(),
+                expected: entry.size,
                 found: e.size,
             });
         }
-        let key = (role.group(), digest.clone());
-        if let Some(last) = &self.last
-            && *last > key
+        if let Some(last) = self.last
+            && last > pos
         {
             return Err(ArchiveError::Order {
                 name: e.name,
                 expected: "blobs grouped manifests, configs, layers, each sorted by digest".into(),
             });
         }
-        self.last = Some(key);
+        self.last = Some(pos);
+        let entry = entry.clone();
+        let media_type = self
+            .header
+            .manifest
+            .blob(&entry.blob)
+            .map(|b| b.media_type.clone())
+            .unwrap_or_default();
         Ok(Some(BlobReader {
-            inner: VerifyingReader::new(self.tar.data(), digest.clone(), Some(size)),
-            digest,
-            size,
-            role,
+            inner: VerifyingReader::new(self.tar.data(), entry.digest.clone(), Some(entry.size)),
+            digest: entry.blob,
+            size: entry.size,
+            role: entry.role,
             media_type,
+            name: entry.name,
+            part: entry.part,
         }))
     }
 
-    /// Blobs listed in the manifest but not (yet) seen: after the last blob, the missing ones.
-    pub fn missing(&self) -> Vec<&BlobEntry> {
-        self.header
-            .manifest
-            .blobs
+    /// Entries this file must hold but not (yet) seen: after the last blob, the missing ones.
+    pub fn missing(&self) -> Vec<&PlannedEntry> {
+        self.expected
             .iter()
-            .filter(|b| !self.seen.contains(&b.digest))
+            .enumerate()
+            .filter(|(i, _)| !self.seen.contains(i))
+            .map(|(_, e)| e)
             .collect()
     }
 }
 
 fn order(found: &EntryName, expected: &str) -> ArchiveError {
-    let name = match found {
-        EntryName::OciLayout => OCI_LAYOUT.to_owned(),
-        EntryName::Manifest => MANIFEST_ENTRY.to_owned(),
-        EntryName::Signature(fp) => format!("{}{fp}.sig", super::SIGNATURES_DIR),
-        EntryName::IndexJson => INDEX_JSON.to_owned(),
-        EntryName::Blob(d) => EntryName::blob(d),
-    };
     ArchiveError::Order {
-        name,
+        name: found.to_entry_string(),
         expected: expected.to_owned(),
     }
 }
@@ -269,14 +336,18 @@ fn order(found: &EntryName, expected: &str) -> ArchiveError {
 /// One blob's content, verified against its digest and size while it is read.
 pub struct BlobReader<'a> {
     inner: VerifyingReader<tar::EntryData<'a, Box<dyn Read + Send>>>,
-    /// The blob's digest.
+    /// The blob's digest (of the whole blob, also for a part).
     pub digest: Digest,
-    /// Its size.
+    /// The entry's size (the part's size for a part).
     pub size: u64,
     /// Its role in the manifest's blob table.
     pub role: Role,
     /// Its media type in the blob table.
     pub media_type: String,
+    /// The tar entry name.
+    pub name: String,
+    /// `(number, count)` when the entry is a part of a split blob.
+    pub part: Option<(u32, u32)>,
 }
 
 impl Read for BlobReader<'_> {
@@ -334,6 +405,7 @@ impl ArchiveHeader {
 pub struct BlobIndex {
     path: PathBuf,
     blobs: HashMap<Digest, (u64, u64)>,
+    parts: HashMap<(Digest, u32), (u64, u64)>,
 }
 
 impl BlobIndex {
@@ -348,6 +420,7 @@ impl BlobIndex {
             return Err(ArchiveError::NotSeekable(path.display().to_string()));
         }
         let mut blobs = HashMap::new();
+        let mut parts = HashMap::new();
         let mut pos = 0u64;
         loop {
             if pos + tar::BLOCK > len {
@@ -370,9 +443,12 @@ impl BlobIndex {
             if end > len {
                 return Err(ArchiveError::Truncated { offset: len });
             }
-            if let EntryName::Blob(d) = name
-                && blobs.insert(d, (e.data_offset, e.size)).is_some()
-            {
+            let dup = match name {
+                EntryName::Blob(d) => blobs.insert(d, (e.data_offset, e.size)).is_some(),
+                EntryName::Part(d, n, _) => parts.insert((d, n), (e.data_offset, e.size)).is_some(),
+                _ => false,
+            };
+            if dup {
                 return Err(ArchiveError::Duplicate { name: e.name });
             }
             pos = end + tar::padding(e.size);
@@ -380,7 +456,41 @@ impl BlobIndex {
         Ok(BlobIndex {
             path: path.to_path_buf(),
             blobs,
+            parts,
         })
+    }
+
+    /// `(data offset, size)` of part `n` of a split blob, if the archive holds it.
+    pub fn get_part(&self, digest: &Digest, n: u32) -> Option<(u64, u64)> {
+        self.parts.get(&(digest.clone(), n)).copied()
+    }
+
+    /// Number of part entries found.
+    pub fn part_count(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// The archive file this index reads.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A fresh reader of `size` bytes at `offset`, verified against `digest` (a part).
+    pub fn open_range(
+        &self,
+        offset: u64,
+        size: u64,
+        digest: &Digest,
+    ) -> Result<impl Read + Send + use<>, ArchiveError> {
+        let ctx = || format!("reading {}", self.path.display());
+        let mut file = File::open(&self.path).map_err(ArchiveError::io(ctx()))?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(ArchiveError::io(ctx()))?;
+        Ok(VerifyingReader::new(
+            BufReader::with_capacity(256 * 1024, file).take(size),
+            digest.clone(),
+            Some(size),
+        ))
     }
 
     /// `(data offset, size)` of a blob, if the archive holds it.

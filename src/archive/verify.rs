@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::manifest::{Manifest, REF_NAME, Role};
 use super::reader::ArchiveReader;
-use super::{ArchiveError, INDEX_JSON, MANIFEST_ENTRY, MAX_INDEX};
+use super::{ArchiveError, INDEX_JSON, MANIFEST_ENTRY, MAX_INDEX, VOLUME_ENTRY};
 use crate::digest::{Digest, DigestError};
 use crate::keys::{self, KeyError, VerifyingKey};
 use crate::oci::{RawManifest, media_type};
@@ -173,6 +173,21 @@ pub struct Report {
     pub failures_dropped: u64,
     /// Tolerated oddities (unknown manifest fields, untrusted signatures).
     pub warnings: Vec<String>,
+    /// Volume sets: which volume this file is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<u32>,
+    /// Volume sets: how many volumes the set has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_count: Option<u32>,
+    /// Volume sets: the other volumes needed for the whole archive.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes_needed: Vec<u32>,
+    /// Deltas: the base archive relied on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<super::manifest::BaseRef>,
+    /// Deltas: how many blobs are relied on from the base (not carried, not checked here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_blobs: Option<u64>,
 }
 
 impl Report {
@@ -332,6 +347,11 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
         failures: Vec::new(),
         failures_dropped: 0,
         warnings: Vec::new(),
+        volume: None,
+        volume_count: None,
+        volumes_needed: Vec::new(),
+        base: None,
+        base_blobs: None,
     };
     // Steps 1-3: container, leading entries, manifest rules.
     let mut reader = match ArchiveReader::open(path) {
@@ -385,6 +405,32 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
         ),
     );
     let manifest: Manifest = header.manifest.clone();
+    if let Some(set) = &manifest.volume {
+        r.volume = header.volume;
+        r.volume_count = Some(set.count);
+        r.volumes_needed = (1..=set.count)
+            .filter(|n| Some(*n) != header.volume)
+            .collect();
+        r.check(
+            "volume",
+            0,
+            format!(
+                "{VOLUME_ENTRY}: volume {} of {}, matching the signed manifest",
+                header.volume.unwrap_or(0),
+                set.count
+            ),
+        );
+    }
+    if let Some(base) = &manifest.base {
+        r.base = Some(base.clone());
+        r.base_blobs = Some(manifest.base_blobs().count() as u64);
+        r.warnings.push(format!(
+            "delta archive: {} blob(s) are relied on from base {} (manifest {}) and must already be at the destination",
+            manifest.base_blobs().count(),
+            base.file,
+            base.manifest_digest
+        ));
+    }
 
     // Step 4: signatures, before anything else is trusted.
     let before = r.failure_count();
@@ -533,7 +579,7 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
             }
         };
         r.blobs_checked += 1;
-        let entry = super::EntryName::blob(&blob.digest);
+        let entry = blob.name.clone();
         let is_manifest = matches!(blob.role, Role::Manifest | Role::Index);
         let mut buf = Vec::new();
         let read = if is_manifest && blob.size <= MAX_INDEX {
@@ -590,17 +636,16 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
 
     // Step 7: completeness and closure.
     let before = r.failure_count();
-    let missing: Vec<Digest> = reader.missing().iter().map(|b| b.digest.clone()).collect();
-    for d in &missing {
-        let listed = manifest.blob(d).map(|b| b.size).unwrap_or(0);
+    let missing: Vec<super::PlannedEntry> = reader.missing().into_iter().cloned().collect();
+    for e in &missing {
         r.fail(Failure {
-            entry: Some(super::EntryName::blob(d)),
-            digest: Some(d.clone()),
-            expected: Some(format!("{listed} bytes")),
+            entry: Some(e.name.clone()),
+            digest: Some(e.blob.clone()),
+            expected: Some(format!("{} bytes", e.size)),
             found: Some("absent".into()),
             ..failure(
                 FailureKind::MissingBlob,
-                format!("blob {d} is listed but absent"),
+                format!("entry {} is listed but absent", e.name),
             )
         });
     }
@@ -643,7 +688,10 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
     r.check(
         "completeness",
         before,
-        "every listed blob present; every lock image carried".into(),
+        match manifest.volume {
+            Some(_) => "every entry the signed manifest places in this volume present; every lock image listed".into(),
+            None => "every listed blob present; every lock image carried".into(),
+        },
     );
     let before = r.failure_count();
     if missing.is_empty() {
@@ -667,6 +715,75 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
     );
     r.ok = r.failure_count() == 0;
     r
+}
+
+/// The outcome of verifying several volume files as one set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetReport {
+    /// Always `airlift-verify-set-report`.
+    pub format: String,
+    /// Report format version, 1.
+    pub version: u64,
+    /// True iff every file verified and together they make the whole archive.
+    pub ok: bool,
+    /// sha256 of the (shared) airlift manifest, if the files agree on one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<Digest>,
+    /// Volumes of the set not among the files given.
+    pub volumes_missing: Vec<u32>,
+    /// Problems of the set as a whole (other archives mixed in, a volume given twice).
+    pub problems: Vec<String>,
+    /// One report per file, in the order given.
+    pub reports: Vec<Report>,
+}
+
+/// Verifies several files as one archive: each alone, then that they are the volumes of
+/// one set (same signed manifest, each volume once) and that none is missing.
+pub fn verify_set(paths: &[&Path], opts: &VerifyOptions) -> SetReport {
+    let reports: Vec<Report> = paths.iter().map(|p| verify(p, opts)).collect();
+    let mut problems = Vec::new();
+    let digest = reports.iter().find_map(|r| r.manifest_digest.clone());
+    for r in &reports {
+        if r.manifest_digest.is_some() && r.manifest_digest != digest {
+            problems.push(format!(
+                "{} belongs to another archive (manifest {})",
+                r.archive,
+                r.manifest_digest
+                    .as_ref()
+                    .map(|d| d.to_string())
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    let count = reports.iter().find_map(|r| r.volume_count);
+    let mut have: Vec<u32> = Vec::new();
+    for r in &reports {
+        match (count, r.volume) {
+            (Some(_), Some(v)) if have.contains(&v) => {
+                problems.push(format!("volume {v} given twice ({})", r.archive))
+            }
+            (Some(_), Some(v)) => have.push(v),
+            (None, _) if reports.len() > 1 => problems.push(format!(
+                "{} is a single-file archive, not a volume of a set",
+                r.archive
+            )),
+            _ => {}
+        }
+    }
+    let volumes_missing: Vec<u32> = match count {
+        Some(c) => (1..=c).filter(|n| !have.contains(n)).collect(),
+        None => Vec::new(),
+    };
+    SetReport {
+        format: "airlift-verify-set-report".into(),
+        version: 1,
+        ok: problems.is_empty() && volumes_missing.is_empty() && reports.iter().all(|r| r.ok),
+        manifest_digest: digest,
+        volumes_missing,
+        problems,
+        reports,
+    }
 }
 
 fn check_descriptor(r: &mut Report, manifest: &Manifest, parent: &str, digest: Digest, size: u64) {

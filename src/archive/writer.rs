@@ -8,9 +8,13 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::manifest::Manifest;
+use super::manifest::{Manifest, PlannedEntry};
+use super::reader::VolumeRecord;
 use super::tar;
-use super::{ArchiveError, EntryName, INDEX_JSON, MANIFEST_ENTRY, OCI_LAYOUT, OCI_LAYOUT_CONTENT};
+use super::{
+    ArchiveError, EntryName, INDEX_JSON, MANIFEST_ENTRY, OCI_LAYOUT, OCI_LAYOUT_CONTENT,
+    VOLUME_ENTRY,
+};
 use crate::digest::{Digest, DigestError, VerifyingReader};
 use crate::keys::{self, SIGNATURE_LEN, SigningKey};
 
@@ -74,9 +78,187 @@ pub struct ArchiveWriter {
     partial: PathBuf,
     sink: Option<Sink>,
     mtime: u64,
-    /// The blobs still to write, in order (reversed: next is last).
-    pending: Option<Vec<(Digest, u64)>>,
+    /// Which volume of a set this file is (`None`: a single-file archive).
+    volume: Option<u32>,
+    /// The entries still to write, in order (reversed: next is last).
+    pending: Option<Vec<PlannedEntry>>,
     finished: bool,
+}
+
+/// What an existing (partial or finished) archive file holds of the planned content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanResult {
+    /// Content entries found whole and verified, from the first.
+    pub kept: usize,
+    /// Byte offset just after the last kept entry (where writing resumes).
+    pub offset: u64,
+    /// Whether every planned entry and the end-of-archive trailer are there, and nothing more.
+    pub complete: bool,
+}
+
+/// The exact bytes of the leading entries (layout, manifest, signatures, index, volume record).
+pub fn leading_bytes(
+    manifest_bytes: &[u8],
+    signatures: &[(String, [u8; SIGNATURE_LEN])],
+    index_json: &[u8],
+    volume: Option<u32>,
+    mtime: u64,
+) -> Result<Vec<u8>, ArchiveError> {
+    let parsed = Manifest::parse(manifest_bytes)?;
+    parsed.manifest.index.check(index_json).map_err(|e| {
+        ArchiveError::Usage(format!(
+            "index.json does not match the manifest's `index`: {e}"
+        ))
+    })?;
+    let mut sigs: Vec<&(String, [u8; SIGNATURE_LEN])> = signatures.iter().collect();
+    sigs.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Vec::new();
+    let io = |e| ArchiveError::io("building the archive header")(e);
+    tar::write_entry(
+        &mut out,
+        OCI_LAYOUT,
+        OCI_LAYOUT_CONTENT.len() as u64,
+        mtime,
+        &mut &OCI_LAYOUT_CONTENT[..],
+    )
+    .map_err(io)?;
+    tar::write_entry(
+        &mut out,
+        MANIFEST_ENTRY,
+        manifest_bytes.len() as u64,
+        mtime,
+        &mut &manifest_bytes[..],
+    )
+    .map_err(io)?;
+    for (i, (fp, sig)) in sigs.iter().enumerate() {
+        let name = format!("{}{fp}.sig", super::SIGNATURES_DIR);
+        let ok = matches!(EntryName::parse(&name), Ok(EntryName::Signature(_)));
+        if !ok || (i > 0 && sigs[i - 1].0 == *fp) {
+            return Err(ArchiveError::Usage(format!(
+                "bad or repeated signature fingerprint {fp:?}"
+            )));
+        }
+        tar::write_entry(&mut out, &name, sig.len() as u64, mtime, &mut &sig[..]).map_err(io)?;
+    }
+    tar::write_entry(
+        &mut out,
+        INDEX_JSON,
+        index_json.len() as u64,
+        mtime,
+        &mut &index_json[..],
+    )
+    .map_err(io)?;
+    match (&parsed.manifest.volume, volume) {
+        (Some(set), Some(n)) => {
+            let record = VolumeRecord {
+                manifest: Digest::sha256_of(manifest_bytes),
+                volume: n,
+                count: set.count,
+            };
+            record.check(&parsed.manifest, manifest_bytes)?;
+            let bytes =
+                super::manifest::canonical_json(&record).map_err(|source| ArchiveError::Json {
+                    name: VOLUME_ENTRY.into(),
+                    source,
+                })?;
+            tar::write_entry(
+                &mut out,
+                VOLUME_ENTRY,
+                bytes.len() as u64,
+                mtime,
+                &mut &bytes[..],
+            )
+            .map_err(io)?;
+        }
+        (None, None) => {}
+        (Some(_), None) => {
+            return Err(ArchiveError::Usage(
+                "a volume set is written one volume at a time".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ArchiveError::Usage(
+                "a volume number for an archive that is not a volume set".into(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Checks an existing file against the planned bytes: the leading entries must be identical
+/// (else the archive planned now is not the one that was being written: refused), then each
+/// content entry is re-hashed; the scan stops at the first missing, cut or differing entry.
+pub fn scan_existing(
+    path: &Path,
+    leading: &[u8],
+    entries: &[PlannedEntry],
+    mtime: u64,
+) -> Result<ScanResult, ArchiveError> {
+    let ctx = || format!("reading {}", path.display());
+    let file = File::open(path).map_err(ArchiveError::io(ctx()))?;
+    let len = file.metadata().map_err(ArchiveError::io(ctx()))?.len();
+    let mut r = io::BufReader::with_capacity(1 << 20, file);
+    let fresh = ScanResult {
+        kept: 0,
+        offset: 0,
+        complete: false,
+    };
+    if len < leading.len() as u64 {
+        // Cut inside the leading entries: nothing worth keeping.
+        return Ok(fresh);
+    }
+    let mut head = vec![0u8; leading.len()];
+    r.read_exact(&mut head).map_err(ArchiveError::io(ctx()))?;
+    if head[..] != leading[..] {
+        return Err(ArchiveError::Invalid {
+            name: path.display().to_string(),
+            reason: "its leading entries (signed manifest, signatures, index, volume record) differ from the archive planned now: the source or the options changed since it was written".into(),
+        });
+    }
+    let mut offset = leading.len() as u64;
+    let mut kept = 0;
+    for e in entries {
+        let pad = tar::padding(e.size);
+        if offset + 512 + e.size + pad > len {
+            break;
+        }
+        let mut h = [0u8; 512];
+        r.read_exact(&mut h).map_err(ArchiveError::io(ctx()))?;
+        if h != tar::header(&e.name, e.size, mtime)? {
+            break;
+        }
+        // The digest covers the data only: hash exactly `size` bytes, then check the padding.
+        let mut hasher = crate::digest::Hasher::new(e.digest.algorithm());
+        let mut left = e.size;
+        let mut buf = vec![0u8; 256 * 1024];
+        while left > 0 {
+            let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+            r.read_exact(&mut buf[..want])
+                .map_err(ArchiveError::io(ctx()))?;
+            hasher.update(&buf[..want]);
+            left -= want as u64;
+        }
+        let mut zeros = [0u8; 512];
+        r.read_exact(&mut zeros[..pad as usize])
+            .map_err(ArchiveError::io(ctx()))?;
+        if hasher.finish() != e.digest || zeros.iter().any(|&b| b != 0) {
+            break;
+        }
+        kept += 1;
+        offset += 512 + e.size + pad;
+    }
+    let mut complete = false;
+    if kept == entries.len() && len == offset + 1024 {
+        let mut trailer = [0u8; 1024];
+        r.read_exact(&mut trailer)
+            .map_err(ArchiveError::io(ctx()))?;
+        complete = trailer.iter().all(|&b| b == 0);
+    }
+    Ok(ScanResult {
+        kept,
+        offset,
+        complete,
+    })
 }
 
 fn partial_path(path: &Path) -> PathBuf {
@@ -88,6 +270,15 @@ fn partial_path(path: &Path) -> PathBuf {
 impl ArchiveWriter {
     /// Starts writing; creates (or truncates) `PATH.partial`.
     pub fn create(path: &Path, options: WriteOptions) -> Result<ArchiveWriter, ArchiveError> {
+        Self::create_volume(path, options, None)
+    }
+
+    /// Starts writing volume `volume` of a set (`None`: a single-file archive).
+    pub fn create_volume(
+        path: &Path,
+        options: WriteOptions,
+        volume: Option<u32>,
+    ) -> Result<ArchiveWriter, ArchiveError> {
         let partial = partial_path(path);
         let file = fs::OpenOptions::new()
             .write(true)
@@ -95,6 +286,52 @@ impl ArchiveWriter {
             .truncate(true)
             .open(&partial)
             .map_err(ArchiveError::io(format!("creating {}", partial.display())))?;
+        Self::with_file(path, partial, file, options, volume)
+    }
+
+    /// Reopens `PATH.partial` after [`scan_existing`] found `scan.kept` whole entries: the
+    /// tail after `scan.offset` is discarded and writing continues with the next entry.
+    /// Uncompressed archives only.
+    pub fn resume_volume(
+        path: &Path,
+        options: WriteOptions,
+        volume: Option<u32>,
+        manifest_bytes: &[u8],
+        scan: ScanResult,
+    ) -> Result<ArchiveWriter, ArchiveError> {
+        if options.zstd {
+            return Err(ArchiveError::Usage(
+                "a zstd-compressed archive cannot be resumed".into(),
+            ));
+        }
+        let partial = partial_path(path);
+        let ctx = || format!("reopening {}", partial.display());
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .open(&partial)
+            .map_err(ArchiveError::io(ctx()))?;
+        file.set_len(scan.offset).map_err(ArchiveError::io(ctx()))?;
+        io::Seek::seek(&mut file, io::SeekFrom::Start(scan.offset))
+            .map_err(ArchiveError::io(ctx()))?;
+        let mut w = Self::with_file(path, partial, file, options, volume)?;
+        let manifest = Manifest::parse(manifest_bytes)?.manifest;
+        let mut order = manifest.entries_for(volume);
+        if scan.kept > order.len() {
+            return Err(ArchiveError::Usage("more entries kept than planned".into()));
+        }
+        order.drain(..scan.kept);
+        order.reverse();
+        w.pending = Some(order);
+        Ok(w)
+    }
+
+    fn with_file(
+        path: &Path,
+        partial: PathBuf,
+        file: File,
+        options: WriteOptions,
+        volume: Option<u32>,
+    ) -> Result<ArchiveWriter, ArchiveError> {
         let buf = BufWriter::with_capacity(1 << 20, file);
         let sink = if options.zstd {
             let enc = zstd::stream::write::Encoder::new(buf, ZSTD_LEVEL)
@@ -115,6 +352,7 @@ impl ArchiveWriter {
             partial,
             sink: Some(sink),
             mtime: options.mtime,
+            volume,
             pending: None,
             finished: false,
         })
@@ -144,16 +382,6 @@ impl ArchiveWriter {
         let _ = fs::remove_file(&self.partial);
     }
 
-    fn small_entry(
-        out: &mut Sink,
-        name: &str,
-        bytes: &[u8],
-        mtime: u64,
-    ) -> Result<(), ArchiveError> {
-        tar::write_entry(out, name, bytes.len() as u64, mtime, &mut &bytes[..])
-            .map_err(ArchiveError::io(format!("writing {name}")))
-    }
-
     /// Writes `oci-layout`, the manifest, its signatures (sorted by fingerprint), `index.json`.
     ///
     /// The manifest is parsed to learn which blobs must follow and in which order.
@@ -166,55 +394,30 @@ impl ArchiveWriter {
         if self.pending.is_some() {
             return Err(ArchiveError::Usage("write_header called twice".into()));
         }
-        let parsed = match Manifest::parse(manifest_bytes) {
-            Ok(p) => p,
+        let volume = self.volume;
+        let built = leading_bytes(manifest_bytes, signatures, index_json, volume, self.mtime)
+            .and_then(|lead| Ok((lead, Manifest::parse(manifest_bytes)?.manifest)));
+        let (lead, manifest) = match built {
+            Ok(x) => x,
             Err(e) => {
                 self.abort();
                 return Err(e);
             }
         };
-        if let Err(e) = parsed.manifest.index.check(index_json) {
-            self.abort();
-            return Err(ArchiveError::Usage(format!(
-                "index.json does not match the manifest's `index`: {e}"
-            )));
-        }
-        let mut sigs: Vec<&(String, [u8; SIGNATURE_LEN])> = signatures.iter().collect();
-        sigs.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut names = Vec::new();
-        for (i, (fp, _)) in sigs.iter().enumerate() {
-            let name = format!("{}{fp}.sig", super::SIGNATURES_DIR);
-            let ok = matches!(EntryName::parse(&name), Ok(EntryName::Signature(_)));
-            if !ok || (i > 0 && sigs[i - 1].0 == *fp) {
-                self.abort();
-                return Err(ArchiveError::Usage(format!(
-                    "bad or repeated signature fingerprint {fp:?}"
-                )));
-            }
-            names.push(name);
-        }
-        self.step(|out, mtime| {
-            Self::small_entry(out, OCI_LAYOUT, OCI_LAYOUT_CONTENT, mtime)?;
-            Self::small_entry(out, MANIFEST_ENTRY, manifest_bytes, mtime)?;
-            for (name, (_, sig)) in names.iter().zip(&sigs) {
-                Self::small_entry(out, name, sig, mtime)?;
-            }
-            Self::small_entry(out, INDEX_JSON, index_json, mtime)
+        self.step(|out, _| {
+            out.write_all(&lead)
+                .map_err(ArchiveError::io("writing the archive header"))
         })?;
-        let mut order: Vec<(Digest, u64)> = parsed
-            .manifest
-            .blob_order()
-            .into_iter()
-            .map(|b| (b.digest.clone(), b.size))
-            .collect();
+        let mut order = manifest.entries_for(volume);
         order.reverse();
         self.pending = Some(order);
         Ok(())
     }
 
-    /// Streams one blob into the archive, checking size and digest as the bytes pass.
+    /// Streams one blob (or blob part) into the archive, checking size and digest as the
+    /// bytes pass; `digest` is the entry's digest (a part's own digest for a part).
     ///
-    /// Blobs must come in [`Manifest::blob_order`]. A mismatch aborts the whole archive.
+    /// Entries must come in [`Manifest::entries_for`] order. A mismatch aborts the archive.
     pub fn write_blob(
         &mut self,
         digest: &Digest,
@@ -223,11 +426,11 @@ impl ArchiveWriter {
     ) -> Result<(), ArchiveError> {
         let next = match self.pending.as_ref() {
             None => return Err(ArchiveError::Usage("write_header must come first".into())),
-            Some(p) => p.last().cloned(),
+            Some(p) => p.last().map(|e| (e.digest.clone(), e.size, e.name.clone())),
         };
-        match next {
-            Some((d, s)) if d == *digest && s == size => {}
-            Some((d, s)) => {
+        let name = match next {
+            Some((d, s, name)) if d == *digest && s == size => name,
+            Some((d, s, _)) => {
                 self.abort();
                 return Err(ArchiveError::Usage(format!(
                     "expected blob {d} ({s} bytes) next, got {digest} ({size} bytes)"
@@ -239,8 +442,7 @@ impl ArchiveWriter {
                     "blob {digest} is not in the manifest (or written twice)"
                 )));
             }
-        }
-        let name = EntryName::blob(digest);
+        };
         self.step(|out, mtime| {
             let mut src = VerifyingReader::new(reader, digest.clone(), Some(size));
             tar::write_entry(out, &name, size, mtime, &mut src).map_err(|e| {
@@ -261,7 +463,22 @@ impl ArchiveWriter {
     }
 
     /// Ends the tar, finishes compression, fsyncs, renames to `PATH`, fsyncs the directory.
-    pub fn finish(mut self) -> Result<PathBuf, ArchiveError> {
+    pub fn finish(self) -> Result<PathBuf, ArchiveError> {
+        let path = self.path.clone();
+        self.finish_inner(true)?;
+        Ok(path)
+    }
+
+    /// Like [`finish`](Self::finish) but leaves the complete, fsynced file at `PATH.partial`
+    /// (returned): a volume set is renamed only once every volume is complete, so an
+    /// interrupted export never leaves files that look like a finished set.
+    pub fn finish_partial(self) -> Result<PathBuf, ArchiveError> {
+        let partial = self.partial.clone();
+        self.finish_inner(false)?;
+        Ok(partial)
+    }
+
+    fn finish_inner(mut self, rename: bool) -> Result<(), ArchiveError> {
         match self.pending.as_ref() {
             None => {
                 self.abort();
@@ -269,7 +486,7 @@ impl ArchiveWriter {
             }
             Some(p) if !p.is_empty() => {
                 let missing = p.len();
-                let next = p.last().map(|(d, _)| d.to_string()).unwrap_or_default();
+                let next = p.last().map(|e| e.name.clone()).unwrap_or_default();
                 self.abort();
                 return Err(ArchiveError::Usage(format!(
                     "{missing} blob(s) of the manifest not written, next {next}"
@@ -296,21 +513,15 @@ impl ArchiveWriter {
             let file = buf.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()?;
             drop(file);
-            fs::rename(&partial, &self.path)?;
-            if let Some(dir) = self.path.parent() {
-                let dir = if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
-                };
-                File::open(dir)?.sync_all()?;
+            if rename {
+                commit_rename(&partial, &self.path)?;
             }
             Ok(())
         })();
         match result {
             Ok(()) => {
                 self.finished = true;
-                Ok(self.path.clone())
+                Ok(())
             }
             Err(e) => {
                 self.abort();
@@ -321,6 +532,20 @@ impl ArchiveWriter {
             }
         }
     }
+}
+
+/// Renames a finished `PATH.partial` to `PATH` and fsyncs the directory.
+pub fn commit_rename(partial: &Path, path: &Path) -> io::Result<()> {
+    fs::rename(partial, path)?;
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 impl Drop for ArchiveWriter {

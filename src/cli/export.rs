@@ -17,7 +17,10 @@ use super::common::{RegistryArgs, RunArgs, parse_ref};
 /// `.imgpkg/images.yml` locks, nested bundles, and every platform of multi-arch indexes; each
 /// blob is stored once and checked against its digest while streaming. The file is written
 /// as FILE.partial, flushed to disk and renamed only when complete, so a file at FILE is
-/// always whole. Set SOURCE_DATE_EPOCH for byte-identical repeat exports.
+/// always whole (volumes of a set are renamed together at the end). A failed run removes its
+/// .partial files; a killed one leaves them for --resume. FILE's directory also gets
+/// NAME.B3SUMS and NAME.SHA256SUMS for `b3sum -c` / `sha256sum -c`. Set SOURCE_DATE_EPOCH for
+/// byte-identical repeat exports.
 ///
 /// Example: airlift export -b registry.example/app-bundle:1.0 -o app-1.0.tar --sign-key release.key
 #[derive(Args, Debug)]
@@ -45,10 +48,26 @@ pub struct ExportArgs {
     /// Compress the whole archive with zstd (layers are never re-compressed).
     #[arg(long)]
     pub zstd: bool,
+    /// Split into volumes of at most SIZE bytes each (`4GiB`, `700MB`, `fat32`, or bytes):
+    /// `-o NAME.tar` writes NAME.001.tar, NAME.002.tar, …, each verifiable and importable alone.
+    #[arg(long = "volume-size", value_name = "SIZE", value_parser = parse_volume_size)]
+    pub volume_size: Option<u64>,
+    /// Delta: leave out the layers BASE already delivered (an earlier archive or any of its
+    /// volumes, its airlift/manifest.json, or an import receipt).
+    #[arg(long = "since", value_name = "BASE")]
+    pub since: Option<PathBuf>,
+    /// Continue an interrupted export: keep the entries of its .partial files that re-hash
+    /// correctly, fetch only the rest. Refused if the source changed since.
+    #[arg(long)]
+    pub resume: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+fn parse_volume_size(text: &str) -> Result<u64, String> {
+    airlift::archive::plan::parse_size(text)
 }
 
 pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
@@ -73,6 +92,10 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
             requests.push(RootRequest::Image(parse_ref(&img.image, "--lock entry")?));
         }
     }
+    let base = match &args.since {
+        Some(p) => Some(airlift::transfer::export::Base::load(p)?),
+        None => None,
+    };
     let registries = args.registry.registries()?;
     let concurrency = usize::from(args.run.concurrency);
     let graph = Walker::new(&registries, concurrency)
@@ -83,6 +106,9 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
         &graph,
         ExportOptions {
             output: args.output.clone(),
+            volume_size: args.volume_size,
+            base,
+            resume: args.resume,
             zstd: args.zstd,
             signers,
             created: creation_time(),
@@ -92,7 +118,25 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     )
     .await
     .with_context(|| format!("exporting to {}", args.output.display()))?;
-    println!("{}", summary.path.display());
+    for f in &summary.files {
+        println!("{}", f.display());
+    }
+    for f in &summary.checksum_files {
+        eprintln!("wrote {}", f.display());
+    }
+    if summary.resumed_entries > 0 {
+        eprintln!(
+            "resumed: kept {} verified entries from the interrupted run",
+            summary.resumed_entries
+        );
+    }
+    if let Some(b) = &args.since {
+        eprintln!(
+            "delta over {}: {} layer(s) left out (already delivered)",
+            b.display(),
+            summary.base_blobs
+        );
+    }
     eprintln!(
         "exported {} images, {} blobs, {} bytes of content ({} bytes saved by dedup) into {} bytes; manifest {}; {}",
         summary.images,

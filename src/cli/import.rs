@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use airlift::transfer::graph::Kind;
-use airlift::transfer::import::{Trust, import, open_archive};
+use airlift::transfer::import::{Trust, import, open_archives};
 use airlift::transfer::place::Destination;
 use anyhow::Context;
 use clap::Args;
@@ -25,13 +25,18 @@ use super::trust::TrustArgs;
 /// --to-registry PREFIX keeps repository paths (src.example/library/redis -> PREFIX/library/redis).
 /// The archive is only read: nothing is written next to it.
 ///
+/// Volumes of a set can be given all at once or a few per run (one stick at a time): each
+/// run verifies and pushes the blobs of the volumes it is given; the run after which every
+/// blob of the archive is at the destination pushes manifests and tags. A delta (`export
+/// --since`) is refused before anything is pushed if a blob it relies on is missing.
+///
 /// Example: airlift import app-1.0.tar --to-repo registry.internal/apps/app --trust release.pub --lock-output app.lock.yml
 #[derive(Args, Debug)]
 #[command(group = clap::ArgGroup::new("dest").required(true).args(["to_repo", "to_registry"]))]
 pub struct ImportArgs {
-    /// The archive (`.tar` or `.tar.zst`).
-    #[arg(value_name = "ARCHIVE")]
-    pub archive: PathBuf,
+    /// The archive (`.tar` or `.tar.zst`), or one or more volumes of a set, in any order.
+    #[arg(value_name = "ARCHIVE", required = true, num_args = 1..)]
+    pub archive: Vec<PathBuf>,
     /// Destination repository for imgpkg's flat layout.
     #[arg(long = "to-repo", value_name = "REPO")]
     pub to_repo: Option<String>,
@@ -75,17 +80,25 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<bool> {
             required: trust.required,
             allow_unsigned: trust.allow_unsigned,
         };
-        let path = args.archive.clone();
-        let report =
-            tokio::task::spawn_blocking(move || airlift::archive::verify::verify(&path, &opts))
-                .await?;
-        if !report.ok {
+        let paths = args.archive.clone();
+        let reports = tokio::task::spawn_blocking(move || {
+            paths
+                .iter()
+                .map(|p| airlift::archive::verify::verify(p, &opts))
+                .collect::<Vec<_>>()
+        })
+        .await?;
+        let mut ok = true;
+        for report in &reports {
             for f in &report.failures {
-                eprintln!("FAILED {:?}: {}", f.kind, f.message);
+                eprintln!("{}: FAILED {:?}: {}", report.archive, f.kind, f.message);
+                ok = false;
             }
+        }
+        if !ok {
             return Ok(false);
         }
-        let opened = open_archive(&args.archive, &trust).await?;
+        let opened = open_archives(&args.archive, &trust).await?;
         let placement = airlift::transfer::place::Placement::plan(&opened.graph, &dest)?;
         for (from, to) in &placement.mapping {
             println!("{from} -> {to}");
@@ -106,7 +119,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<bool> {
                 .with_context(|| format!("--receipt-key {}", p.display()))
         })
         .transpose()?;
-    let opened = open_archive(&args.archive, &trust).await?;
+    let opened = open_archives(&args.archive, &trust).await?;
     let identity = airlift::transfer::receipt::ArchiveIdentity::of(&opened);
     if opened.signers.is_empty() {
         eprintln!("warning: importing an archive without trusted signatures (--allow-unsigned)");
@@ -122,7 +135,36 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<bool> {
         args.run.progress_mode(),
     )
     .await
-    .with_context(|| format!("importing {}", args.archive.display()))?;
+    .with_context(|| {
+        format!(
+            "importing {}",
+            args.archive
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
+    })?;
+    if !summary.complete {
+        let r = &summary.report;
+        eprintln!(
+            "pushed {} blobs ({} bytes), {} already present; the archive is not complete at the destination yet: \
+             no manifest or tag pushed. Volumes still needed: {}",
+            r.blobs_pushed,
+            r.bytes_pushed,
+            r.blobs_present,
+            summary
+                .volumes_needed
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if args.lock_output.is_some() || args.receipt.is_some() {
+            eprintln!("--lock-output and --receipt are written by the run that completes the set");
+        }
+        return Ok(true);
+    }
     for root in &graph.roots {
         if let Some(to) = placement.mapping.get(root.reference.original()) {
             println!("{} -> {to}", root.reference.original());

@@ -108,10 +108,26 @@ fn print_human(r: &Inspection) {
         println!("signer:    {} {status}", s.fingerprint);
     }
     if let Some(v) = &r.volume {
-        println!("volume:    {v}");
+        println!(
+            "volume:    {} of {} (each file at most {} bytes)",
+            r.this_volume
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "?".into()),
+            v.count,
+            v.max_size
+        );
     }
     if let Some(b) = &r.base {
-        println!("base:      {b}");
+        println!(
+            "base:      delta over {} (manifest {}, created {})",
+            b.file, b.manifest_digest, b.created
+        );
+        if let Some(t) = &r.base_blobs {
+            println!(
+                "           relies on {} blob(s), {} bytes, already at the destination",
+                t.count, t.bytes
+            );
+        }
     }
     println!("\nROOTS");
     println!(

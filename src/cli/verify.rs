@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use airlift::archive::verify::{Report, VerifyOptions, verify};
+use airlift::archive::verify::{Report, VerifyOptions, verify, verify_set};
 use clap::Args;
 
 use super::trust::TrustArgs;
@@ -19,9 +19,10 @@ use super::trust::TrustArgs;
 /// Example: airlift verify app-1.0.tar --trust release.pub
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// The archive (`.tar` or `.tar.zst`).
-    #[arg(value_name = "ARCHIVE")]
-    pub archive: PathBuf,
+    /// The archive (`.tar` or `.tar.zst`); or one volume of a set (checked alone, with the
+    /// volumes still needed listed); or several volumes (`NAME.*.tar`), checked as a set.
+    #[arg(value_name = "ARCHIVE", required = true, num_args = 1..)]
+    pub archive: Vec<PathBuf>,
     #[command(flatten)]
     pub trust: TrustArgs,
     /// Print the report as JSON on stdout.
@@ -36,13 +37,50 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
         required: args.trust.require_signatures,
         allow_unsigned: args.trust.allow_unsigned,
     };
-    let report = verify(&args.archive, &opts);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_human(&report);
+    if let [one] = &args.archive[..] {
+        let report = verify(one, &opts);
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print_human(&report);
+        }
+        return Ok(report.ok);
     }
-    Ok(report.ok)
+    let paths: Vec<&std::path::Path> = args.archive.iter().map(PathBuf::as_path).collect();
+    let set = verify_set(&paths, &opts);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&set)?);
+        return Ok(set.ok);
+    }
+    for r in &set.reports {
+        print_human(r);
+        println!();
+    }
+    for p in &set.problems {
+        println!("FAILED set: {p}");
+    }
+    if !set.volumes_missing.is_empty() {
+        println!(
+            "FAILED set: volume(s) missing: {}",
+            join(&set.volumes_missing)
+        );
+    }
+    println!(
+        "{}",
+        if set.ok {
+            "OK: the volumes make the whole archive and every one verifies"
+        } else {
+            "FAILED: the volumes do not make a whole, verified archive"
+        }
+    );
+    Ok(set.ok)
+}
+
+fn join(v: &[u32]) -> String {
+    v.iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn print_human(r: &Report) {
@@ -66,6 +104,23 @@ fn print_human(r: &Report) {
             ""
         }
     );
+    if let (Some(v), Some(c)) = (r.volume, r.volume_count) {
+        println!("volume:     {v} of {c}");
+        if !r.volumes_needed.is_empty() {
+            println!(
+                "needed:     volume(s) {} for the whole archive",
+                join(&r.volumes_needed)
+            );
+        }
+    }
+    if let Some(b) = &r.base {
+        println!(
+            "base:       delta over {} (manifest {}), relies on {} blob(s) there",
+            b.file,
+            b.manifest_digest,
+            r.base_blobs.unwrap_or(0)
+        );
+    }
     println!(
         "blobs:      {} checked, {} bytes hashed",
         r.blobs_checked, r.bytes_checked

@@ -94,6 +94,8 @@ pub struct OpenedArchive {
     pub graph: Graph,
     /// Fingerprints of trusted signers.
     pub signers: Vec<String>,
+    /// The volume files given, with their numbers (empty for a single-file archive).
+    pub volumes: Vec<(PathBuf, u32)>,
     source: ArchiveSource,
 }
 
@@ -213,6 +215,209 @@ enum ArchiveSource {
     Indexed(Arc<BlobIndex>),
     /// zstd: one pass, blobs handed over in archive order.
     Sequential(SequentialBlobs),
+    /// Some volumes of a set: random access across their files.
+    Volumes(Arc<VolumeSource>),
+}
+
+/// One content entry in one volume file.
+#[derive(Clone)]
+struct Segment {
+    index: Arc<BlobIndex>,
+    offset: u64,
+    size: u64,
+    digest: Digest,
+}
+
+impl Segment {
+    /// A verified reader of this entry whose errors name the volume file.
+    fn open(&self) -> Result<impl Read + Send + use<>, ArchiveError> {
+        let inner = self
+            .index
+            .open_range(self.offset, self.size, &self.digest)?;
+        Ok(Named {
+            inner,
+            path: self.index.path().display().to_string(),
+        })
+    }
+}
+
+/// Reads segments one after the other, opening each only when the previous one is done
+/// (a blob split into many parts holds one file handle and buffer at a time).
+struct LazyChain {
+    rest: std::collections::VecDeque<Segment>,
+    current: Option<Box<dyn Read + Send>>,
+}
+
+impl Read for LazyChain {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if let Some(r) = self.current.as_mut() {
+                let n = r.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
+                }
+                self.current = None;
+            }
+            match self.rest.pop_front() {
+                None => return Ok(0),
+                Some(seg) => {
+                    self.current = Some(Box::new(seg.open().map_err(std::io::Error::other)?))
+                }
+            }
+        }
+    }
+}
+
+/// Prefixes read errors with the file they came from.
+struct Named<R> {
+    inner: R,
+    path: String,
+}
+
+impl<R: Read> Read for Named<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner
+            .read(buf)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.path)))
+    }
+}
+
+/// The blobs a run can read from the volumes it was given.
+struct VolumeSource {
+    /// Blobs whose every entry (whole blob, or all parts) is in the given volumes.
+    complete: HashMap<Digest, Vec<Segment>>,
+    /// Split blobs with only some parts in the given volumes: slot `i` is part `i + 1`.
+    partial: HashMap<Digest, Vec<Option<Segment>>>,
+    /// Every content entry of the given volumes, by blob.
+    entries: Vec<(Digest, Segment)>,
+}
+
+/// A verified stream of one volume entry.
+fn segment_stream(seg: Segment) -> ByteStream {
+    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
+    tokio::task::spawn_blocking(move || match seg.open() {
+        Ok(mut r) => {
+            pump(&mut r, &tx);
+        }
+        Err(e) => {
+            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+        }
+    });
+    channel_stream(rx)
+}
+
+/// Split blobs whose parts are spread over volumes given to different runs.
+///
+/// A run that lacks some parts pushes the parts it has to the destination as blobs of their
+/// own (named by their part digests, which the signed manifest lists). The run that has, or
+/// finds at the destination, every part streams them in order (from its volumes or back from
+/// the registry) into one upload of the whole blob, which the registry checks against the
+/// blob's digest. Returns, for each split blob still incomplete, the volumes it still needs.
+async fn handle_split_blobs(
+    registries: &Registries,
+    graph: &Graph,
+    placement: &Placement,
+    manifest: &Manifest,
+    vols: &VolumeSource,
+    report: &mut PublishReport,
+) -> Result<HashMap<Digest, Vec<u32>>, TransferError> {
+    let mut needed = HashMap::new();
+    for b in manifest
+        .blobs
+        .iter()
+        .filter(|b| !b.parts.is_empty() && !b.base)
+    {
+        if vols.complete.contains_key(&b.digest) {
+            continue;
+        }
+        let Some(node) = graph.blobs.get(&b.digest) else {
+            continue;
+        };
+        let slots = vols.partial.get(&b.digest).cloned().unwrap_or_default();
+        let local = |i: usize| slots.get(i).cloned().flatten();
+        let part_desc = |p: &crate::archive::BlobPart| Descriptor {
+            media_type: "application/octet-stream".into(),
+            digest: p.digest.clone(),
+            size: p.size,
+            platform: None,
+            annotations: None,
+        };
+        let repos: Vec<String> = placement
+            .blob_repos
+            .get(&b.digest)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        for repo in repos {
+            let at = Placement::at(&repo, &b.digest)?;
+            let client = registries.client(at.registry()).await?;
+            if client.blob_exists(&at, &b.digest).await? {
+                continue;
+            }
+            let mut there = Vec::new();
+            for p in &b.parts {
+                let part_at = Placement::at(&repo, &p.digest)?;
+                there.push(client.blob_exists(&part_at, &p.digest).await?);
+            }
+            let all = (0..b.parts.len()).all(|i| there[i] || local(i).is_some());
+            if all {
+                let sources: Vec<(Option<Segment>, Reference, Descriptor)> = b
+                    .parts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| Ok((local(i), Placement::at(&repo, &p.digest)?, part_desc(p))))
+                    .collect::<Result<_, TransferError>>()?;
+                let c = Arc::clone(&client);
+                client
+                    .put_blob(&at, &node.desc, || {
+                        let sources = sources.clone();
+                        let c = Arc::clone(&c);
+                        async move {
+                            let s = futures::stream::iter(sources)
+                                .then(move |(seg, part_at, desc)| {
+                                    let c = Arc::clone(&c);
+                                    async move {
+                                        match seg {
+                                            Some(seg) => segment_stream(seg),
+                                            None => {
+                                                c.get_blob(&part_at, &desc).into_io_stream().boxed()
+                                            }
+                                        }
+                                    }
+                                })
+                                .flatten();
+                            Ok(s)
+                        }
+                    })
+                    .await?;
+                report.blobs_pushed += 1;
+                report.bytes_pushed += b.size;
+                report.pushed_digests.insert(b.digest.clone());
+            } else {
+                for (i, p) in b.parts.iter().enumerate() {
+                    if let Some(seg) = local(i).filter(|_| !there[i]) {
+                        let part_at = Placement::at(&repo, &p.digest)?;
+                        client
+                            .put_blob(&part_at, &part_desc(p), || {
+                                let seg = seg.clone();
+                                async move { Ok(segment_stream(seg)) }
+                            })
+                            .await?;
+                        there[i] = true;
+                    }
+                }
+                let mut vols_needed: Vec<u32> = b
+                    .parts
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !there[*i])
+                    .map(|(_, p)| p.volume)
+                    .collect();
+                vols_needed.dedup();
+                needed.insert(b.digest.clone(), vols_needed);
+            }
+        }
+    }
+    Ok(needed)
 }
 
 /// One blob offered by the sequential reader: its digest and its chunks.
@@ -245,6 +450,27 @@ impl BlobSource for ArchiveSource {
                         }
                     };
                     pump(&mut r, &tx);
+                });
+                Ok(channel_stream(rx))
+            }
+            ArchiveSource::Volumes(vols) => {
+                let segments = vols.complete.get(&desc.digest).cloned().ok_or_else(|| {
+                    TransferError::Other(format!(
+                        "blob {} is not in the volumes given",
+                        desc.digest
+                    ))
+                })?;
+                let (digest, size) = (desc.digest.clone(), desc.size);
+                let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
+                tokio::task::spawn_blocking(move || {
+                    let chained = LazyChain {
+                        rest: segments.into(),
+                        current: None,
+                    };
+                    // Parts are verified one by one, the reassembled blob as a whole.
+                    let mut whole =
+                        crate::digest::VerifyingReader::new(chained, digest, Some(size));
+                    pump(&mut whole, &tx);
                 });
                 Ok(channel_stream(rx))
             }
@@ -289,6 +515,189 @@ fn pump(r: &mut impl Read, tx: &mpsc::Sender<std::io::Result<Bytes>>) -> bool {
 
 fn channel_stream(rx: mpsc::Receiver<std::io::Result<Bytes>>) -> ByteStream {
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) }).boxed()
+}
+
+/// Opens one archive, or some volumes of a set, for import (signatures first).
+pub async fn open_archives(
+    paths: &[PathBuf],
+    trust: &Trust,
+) -> Result<OpenedArchive, TransferError> {
+    let first = paths
+        .first()
+        .ok_or_else(|| TransferError::Usage("no archive given".into()))?;
+    let p = first.clone();
+    let is_set = tokio::task::spawn_blocking(move || {
+        ArchiveReader::open(&p).map(|r| r.header().manifest.volume.is_some())
+    })
+    .await
+    .map_err(|e| TransferError::Other(e.to_string()))?
+    .map_err(archive_err(first))?;
+    if !is_set {
+        if paths.len() > 1 {
+            return Err(TransferError::Usage(format!(
+                "{} is a single-file archive: import it alone",
+                first.display()
+            )));
+        }
+        return open_archive(first, trust).await;
+    }
+    open_volume_set(paths, trust).await
+}
+
+/// Header, signatures, manifest blobs of one volume.
+type VolumeHead = (ArchiveHeader, Vec<RawManifest>, Vec<String>);
+
+fn read_manifest_blobs(
+    reader: &mut ArchiveReader,
+    p: &Path,
+) -> Result<Vec<RawManifest>, TransferError> {
+    let mut manifests = Vec::new();
+    while let Some(mut blob) = reader.next_blob().map_err(archive_err(p))? {
+        if !matches!(blob.role, Role::Manifest | Role::Index) {
+            break;
+        }
+        if blob.size > MAX_INDEX {
+            return Err(TransferError::Verification(format!(
+                "manifest blob {} is {} bytes, over the {MAX_INDEX}-byte limit",
+                blob.digest, blob.size
+            )));
+        }
+        let mut bytes = Vec::with_capacity(blob.size as usize);
+        let (media_type, digest) = (blob.media_type.clone(), blob.digest.clone());
+        blob.read_to_end(&mut bytes).map_err(|e| {
+            TransferError::Verification(format!("{}: blob {digest}: {e}", p.display()))
+        })?;
+        manifests.push(
+            RawManifest::from_bytes(Bytes::from(bytes), Some(&media_type))
+                .map_err(|e| TransferError::Verification(e.to_string()))?,
+        );
+    }
+    Ok(manifests)
+}
+
+async fn open_volume_set(paths: &[PathBuf], trust: &Trust) -> Result<OpenedArchive, TransferError> {
+    let paths_owned = paths.to_vec();
+    let trust = trust.clone();
+    let blocking = tokio::task::spawn_blocking(move || -> Result<_, TransferError> {
+        let mut head: Option<VolumeHead> = None;
+        let mut volumes: Vec<(PathBuf, u32)> = Vec::new();
+        for p in &paths_owned {
+            let mut reader = ArchiveReader::open(p).map_err(archive_err(p))?;
+            let signers = trust.check(reader.header()).map_err(|e| match e {
+                TransferError::Verification(m) => {
+                    TransferError::Verification(format!("{}: {m}", p.display()))
+                }
+                other => other,
+            })?;
+            let h = reader.header().clone();
+            let Some(v) = h.volume else {
+                return Err(TransferError::Usage(format!(
+                    "{} is a single-file archive, not a volume of this set",
+                    p.display()
+                )));
+            };
+            if let Some((first, _, _)) = &head
+                && first.manifest_bytes != h.manifest_bytes
+            {
+                return Err(TransferError::Verification(format!(
+                    "{} is a volume of another archive (manifest {}, expected {})",
+                    p.display(),
+                    Digest::sha256_of(&h.manifest_bytes),
+                    Digest::sha256_of(&first.manifest_bytes)
+                )));
+            }
+            if let Some((other, _)) = volumes.iter().find(|(_, n)| *n == v) {
+                return Err(TransferError::Usage(format!(
+                    "volume {v} given twice: {} and {}",
+                    other.display(),
+                    p.display()
+                )));
+            }
+            if head.is_none() {
+                let manifests = read_manifest_blobs(&mut reader, p)?;
+                head = Some((h, manifests, signers));
+            }
+            volumes.push((p.clone(), v));
+        }
+        let (header, manifests, signers) =
+            head.ok_or_else(|| TransferError::Usage("no archive given".into()))?;
+        // Every volume must hold exactly the entries the signed manifest places in it.
+        let mut parts: HashMap<Digest, Vec<Option<Segment>>> = HashMap::new();
+        let mut entries = Vec::new();
+        for (p, v) in &volumes {
+            let index = Arc::new(BlobIndex::build(p).map_err(archive_err(p))?);
+            let planned = header.manifest.entries_for(Some(*v));
+            for e in &planned {
+                let found = match e.part {
+                    None => index.get(&e.blob),
+                    Some((n, _)) => index.get_part(&e.blob, n),
+                };
+                let Some((offset, size)) = found.filter(|(_, s)| *s == e.size) else {
+                    return Err(TransferError::Verification(format!(
+                        "{} (volume {v}): entry {} is missing or has the wrong size: the volume is incomplete or damaged",
+                        p.display(),
+                        e.name
+                    )));
+                };
+                let seg = Segment {
+                    index: Arc::clone(&index),
+                    offset,
+                    size,
+                    digest: e.digest.clone(),
+                };
+                entries.push((e.blob.clone(), seg.clone()));
+                if matches!(e.role, Role::Manifest | Role::Index) {
+                    continue;
+                }
+                let (n, count) = e.part.unwrap_or((1, 1));
+                let slots = parts
+                    .entry(e.blob.clone())
+                    .or_insert_with(|| vec![None; count as usize]);
+                if let Some(slot) = slots.get_mut(n as usize - 1) {
+                    *slot = Some(seg);
+                }
+            }
+            if index.len() + index.part_count() != planned.len() {
+                return Err(TransferError::Verification(format!(
+                    "{} (volume {v}): {} entries, the signed manifest places {} in it",
+                    p.display(),
+                    index.len() + index.part_count(),
+                    planned.len()
+                )));
+            }
+        }
+        let (complete, partial): (HashMap<_, _>, HashMap<_, _>) = parts
+            .into_iter()
+            .partition(|(_, slots)| slots.iter().all(Option::is_some));
+        let complete = complete
+            .into_iter()
+            .map(|(d, slots)| (d, slots.into_iter().flatten().collect()))
+            .collect();
+        volumes.sort_by_key(|(_, n)| *n);
+        Ok((
+            header,
+            manifests,
+            signers,
+            volumes,
+            VolumeSource {
+                complete,
+                partial,
+                entries,
+            },
+        ))
+    });
+    let (header, manifests, signers, volumes, source) = blocking
+        .await
+        .map_err(|e| TransferError::Other(e.to_string()))??;
+    let graph = graph_from_archive(&header.manifest, manifests)?;
+    Ok(OpenedArchive {
+        path: volumes.first().map(|(p, _)| p.clone()).unwrap_or_default(),
+        header,
+        graph,
+        signers,
+        volumes,
+        source: ArchiveSource::Volumes(Arc::new(source)),
+    })
 }
 
 /// Opens an archive for import: signatures first, then manifests and the graph.
@@ -398,7 +807,7 @@ pub async fn open_archive(path: &Path, trust: &Trust) -> Result<OpenedArchive, T
             .manifest
             .blobs
             .iter()
-            .filter(|b| index.get(&b.digest).is_none())
+            .filter(|b| !b.base && index.get(&b.digest).is_none())
             .map(|b| b.digest.to_string())
             .collect();
         if !missing.is_empty() {
@@ -416,11 +825,12 @@ pub async fn open_archive(path: &Path, trust: &Trust) -> Result<OpenedArchive, T
         }
         // Every listed blob is present and entries are unique, so a surplus is an unlisted entry:
         // content the signature does not cover must not pass.
-        if index.len() > header.manifest.blobs.len() {
+        let carried = header.manifest.blobs.iter().filter(|b| !b.base).count();
+        if index.len() + index.part_count() > carried {
             return Err(TransferError::Verification(format!(
                 "{}: {} blob entr(ies) not listed in the airlift manifest",
                 path.display(),
-                index.len() - header.manifest.blobs.len()
+                index.len() + index.part_count() - carried
             )));
         }
         ArchiveSource::Indexed(Arc::new(index))
@@ -430,6 +840,7 @@ pub async fn open_archive(path: &Path, trust: &Trust) -> Result<OpenedArchive, T
         header,
         graph,
         signers,
+        volumes: Vec::new(),
         source,
     })
 }
@@ -544,6 +955,11 @@ pub struct ImportSummary {
     pub report: PublishReport,
     /// Where each root and locked image went.
     pub mapping: BTreeMap<String, String>,
+    /// Whether every blob is now at the destination and manifests and tags were pushed
+    /// (false after a run given only some volumes of a set).
+    pub complete: bool,
+    /// Volumes still to import before manifests and tags can be pushed.
+    pub volumes_needed: Vec<u32>,
 }
 
 /// Pushes an opened archive to `dest`.
@@ -556,20 +972,32 @@ pub async fn import(
 ) -> Result<(ImportSummary, Placement, Graph), TransferError> {
     let graph = opened.graph;
     let placement = Placement::plan(&graph, dest)?;
+    let manifest = &opened.header.manifest;
+    // A delta relies on blobs of its base: they must be at the destination before anything else.
+    check_base_present(registries, &graph, &placement, manifest).await?;
     let concurrency = match opened.source {
-        ArchiveSource::Indexed(_) => concurrency,
         ArchiveSource::Sequential(_) => 1,
+        _ => concurrency,
     };
-    let total: u64 = graph.blobs.values().map(|b| b.desc.size).sum();
+    // This run pushes what its files carry: for volumes, whole blobs and split blobs with all parts.
+    let mut subset = graph.clone();
+    subset.blobs.retain(|d, _| {
+        let carried = manifest.blob(d).is_some_and(|b| !b.base);
+        match &opened.source {
+            ArchiveSource::Volumes(v) => carried && v.complete.contains_key(d),
+            _ => carried,
+        }
+    });
+    let total: u64 = subset.blobs.values().map(|b| b.desc.size).sum();
     let progress = Arc::new(Progress::new(
         progress,
         "import",
-        graph.blobs.len() as u64,
+        subset.blobs.len() as u64,
         total,
     ));
     let mut report = push_blobs(
         registries,
-        &graph,
+        &subset,
         &placement,
         &opened.source,
         concurrency,
@@ -577,13 +1005,32 @@ pub async fn import(
     )
     .await?;
     if let ArchiveSource::Indexed(index) = &opened.source {
-        let unread: Vec<Digest> = graph
+        let unread: Vec<Digest> = subset
             .blobs
             .keys()
             .filter(|d| !report.pushed_digests.contains(*d))
             .cloned()
             .collect();
         verify_unread(index, unread, &opened.path).await?;
+    }
+    if let ArchiveSource::Volumes(v) = &opened.source {
+        let unread: Vec<Segment> = v
+            .entries
+            .iter()
+            .filter(|(d, _)| !report.pushed_digests.contains(d))
+            .map(|(_, s)| s.clone())
+            .collect();
+        tokio::task::spawn_blocking(move || -> Result<(), TransferError> {
+            for seg in unread {
+                let mut r = seg
+                    .open()
+                    .map_err(|e| TransferError::Verification(e.to_string()))?;
+                drain(&mut r).map_err(|e| TransferError::Verification(e.to_string()))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| TransferError::Other(e.to_string()))??;
     }
     // A compressed archive is only known complete once the pass has ended.
     if let ArchiveSource::Sequential(seq) = &opened.source {
@@ -612,6 +1059,49 @@ pub async fn import(
             }
         }
     }
+    let split_needed = match &opened.source {
+        ArchiveSource::Volumes(v) => {
+            handle_split_blobs(registries, &graph, &placement, manifest, v, &mut report).await?
+        }
+        _ => HashMap::new(),
+    };
+    // Every carried blob not handled by this run must already be at the destination.
+    let others: Vec<Digest> = graph
+        .blobs
+        .keys()
+        .filter(|d| {
+            !subset.blobs.contains_key(*d)
+                && !report.pushed_digests.contains(*d)
+                && manifest.blob(d).is_some_and(|b| !b.base)
+        })
+        .cloned()
+        .collect();
+    let absent = absent_blobs(registries, &placement, &others).await?;
+    if !absent.is_empty() {
+        progress.finish();
+        let mut needed: Vec<u32> = absent
+            .iter()
+            .filter_map(|d| manifest.blob(d))
+            .flat_map(|b| match split_needed.get(&b.digest) {
+                Some(v) => v.clone(),
+                None => manifest.volumes_of(b),
+            })
+            .collect();
+        needed.sort_unstable();
+        needed.dedup();
+        return Ok((
+            ImportSummary {
+                manifest_digest: Digest::sha256_of(&opened.header.manifest_bytes),
+                signers: opened.signers,
+                report,
+                mapping: BTreeMap::new(),
+                complete: false,
+                volumes_needed: needed,
+            },
+            placement,
+            graph,
+        ));
+    }
     let extras = metadata_images(&graph, &placement, dest)?;
     push_manifests_and_tags(registries, &graph, &placement, &extras, &mut report).await?;
     progress.finish();
@@ -624,8 +1114,107 @@ pub async fn import(
             .iter()
             .map(|(k, v)| (k.clone(), v.to_string()))
             .collect(),
+        complete: true,
+        volumes_needed: Vec::new(),
     };
     Ok((summary, placement, graph))
+}
+
+/// The blobs among `digests` missing from at least one repository they belong in.
+async fn absent_blobs(
+    registries: &Registries,
+    placement: &Placement,
+    digests: &[Digest],
+) -> Result<Vec<Digest>, TransferError> {
+    let checks = futures::stream::iter(digests.iter().cloned())
+        .map(|d| async move {
+            let repos = placement.blob_repos.get(&d).cloned().unwrap_or_default();
+            for repo in repos {
+                let at = Placement::at(&repo, &d)?;
+                let client = registries.client(at.registry()).await?;
+                if !client.blob_exists(&at, &d).await? {
+                    return Ok::<_, TransferError>(Some(d));
+                }
+            }
+            Ok(None)
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    let mut out = Vec::new();
+    for c in checks {
+        if let Some(d) = c? {
+            out.push(d);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Fails, naming the blobs and the base, unless every blob a delta relies on is at the
+/// destination (a blob in another repository of the same registry is mounted).
+async fn check_base_present(
+    registries: &Registries,
+    graph: &Graph,
+    placement: &Placement,
+    manifest: &Manifest,
+) -> Result<(), TransferError> {
+    let Some(base) = &manifest.base else {
+        return Ok(());
+    };
+    let mut missing = Vec::new();
+    for b in manifest.base_blobs() {
+        if !graph.blobs.contains_key(&b.digest) {
+            continue;
+        }
+        let repos: Vec<String> = placement
+            .blob_repos
+            .get(&b.digest)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut have = Vec::new();
+        let mut lack = Vec::new();
+        for repo in &repos {
+            let at = Placement::at(repo, &b.digest)?;
+            let client = registries.client(at.registry()).await?;
+            if client.blob_exists(&at, &b.digest).await? {
+                have.push(at);
+            } else {
+                lack.push(at);
+            }
+        }
+        for at in lack {
+            let client = registries.client(at.registry()).await?;
+            let from = have.iter().find(|h| h.registry() == at.registry());
+            let mounted = match from {
+                Some(from) => {
+                    client.mount_blob(&at, from, &b.digest).await
+                        && client.blob_exists(&at, &b.digest).await?
+                }
+                None => false,
+            };
+            if !mounted {
+                missing.push(b.digest.to_string());
+                break;
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(TransferError::Verification(format!(
+        "this delta relies on {} blob(s) missing from the destination: {}; they came with the base archive {} (manifest {}, created {}): import it first",
+        missing.len(),
+        missing
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
+        base.file,
+        base.manifest_digest,
+        base.created
+    )))
 }
 
 /// Digests of every blob in an archive's table (for messages and checks).
