@@ -18,6 +18,11 @@ use super::{
 use crate::digest::{Digest, VerifyingReader};
 use crate::keys::{self, SIGNATURE_LEN};
 
+/// How far the tar stream may run past the content the manifest declares before reading
+/// stops: small surplus entries are still read and reported by name (unlisted, duplicate),
+/// larger ones are refused at their header (a zstd bomb is never inflated).
+const BOMB_SLACK: u64 = 64 << 20;
+
 /// The leading entries of an archive: everything needed before the first blob.
 #[derive(Debug, Clone)]
 pub struct ArchiveHeader {
@@ -83,6 +88,9 @@ pub struct ArchiveReader {
     header: ArchiveHeader,
     seen: HashSet<Digest>,
     last: Option<(u8, Digest)>,
+    /// Offset in the tar stream past which no entry of this archive can extend: the end of
+    /// `index.json` plus a header, data and padding for every blob the manifest declares.
+    declared_end: u64,
 }
 
 impl ArchiveReader {
@@ -117,7 +125,7 @@ impl ArchiveReader {
         let parsed = Manifest::parse(&manifest_bytes)?;
 
         let mut signatures: Vec<(String, [u8; SIGNATURE_LEN])> = Vec::new();
-        let index_json = loop {
+        let (index_json, index_end) = loop {
             let (e, name) = next_checked(&mut tar, INDEX_JSON)?;
             match name {
                 EntryName::Signature(fp) => {
@@ -154,11 +162,20 @@ impl ArchiveReader {
                             name: INDEX_JSON.into(),
                             reason: format!("does not match the airlift manifest's `index`: {e}"),
                         })?;
-                    break bytes;
+                    break (bytes, e.data_offset + e.size + tar::padding(e.size));
                 }
                 other => return Err(order(&other, INDEX_JSON)),
             }
         };
+        let declared_end = parsed
+            .manifest
+            .blobs
+            .iter()
+            .fold(index_end + BOMB_SLACK, |end, b| {
+                end.saturating_add(tar::BLOCK)
+                    .saturating_add(b.size)
+                    .saturating_add(tar::padding(b.size))
+            });
         Ok(ArchiveReader {
             path: path.to_path_buf(),
             tar,
@@ -172,6 +189,7 @@ impl ArchiveReader {
             },
             seen: HashSet::new(),
             last: None,
+            declared_end,
         })
     }
 
@@ -195,6 +213,20 @@ impl ArchiveReader {
             None => return Ok(None),
             Some(e) => e,
         };
+        // No entry may reach past what the manifest declares: refused at the header, so a
+        // zstd bomb (a huge entry of zeros) is never inflated, not even to be skipped.
+        let end = e.data_offset.saturating_add(e.size);
+        if end > self.declared_end {
+            return Err(ArchiveError::BadHeader {
+                offset: e.data_offset - tar::BLOCK,
+                reason: format!(
+                    "entry {:?} of {} bytes would end at byte {end}, more than 64 MiB past the \
+                     content the airlift manifest declares (decompression bomb?)",
+                    e.name.chars().take(300).collect::<String>(),
+                    e.size,
+                ),
+            });
+        }
         let name = EntryName::parse(&e.name)?;
         check_regular(&e)?;
         let digest = match name {
@@ -348,6 +380,7 @@ impl BlobIndex {
             return Err(ArchiveError::NotSeekable(path.display().to_string()));
         }
         let mut blobs = HashMap::new();
+        let mut others: HashSet<String> = HashSet::new();
         let mut pos = 0u64;
         loop {
             if pos + tar::BLOCK > len {
@@ -370,9 +403,13 @@ impl BlobIndex {
             if end > len {
                 return Err(ArchiveError::Truncated { offset: len });
             }
-            if let EntryName::Blob(d) = name
-                && blobs.insert(d, (e.data_offset, e.size)).is_some()
-            {
+            // The same name twice is refused whatever it names: a second `index.json` after
+            // the blobs would otherwise be ignored here but win in tools that extract the tar.
+            let fresh = match name {
+                EntryName::Blob(d) => blobs.insert(d, (e.data_offset, e.size)).is_none(),
+                _ => others.insert(e.name.clone()),
+            };
+            if !fresh {
                 return Err(ArchiveError::Duplicate { name: e.name });
             }
             pos = end + tar::padding(e.size);
