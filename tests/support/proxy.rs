@@ -224,6 +224,10 @@ fn read_head<R: BufRead>(r: &mut R) -> io::Result<Option<Head>> {
             _ => {}
         }
     }
+    // HTTP/1.0 closes after one exchange unless asked otherwise.
+    if first_line.starts_with("HTTP/1.0") || first_line.ends_with("HTTP/1.0") {
+        close = true;
+    }
     Ok(Some(Head {
         raw,
         first_line,
@@ -355,11 +359,40 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
+/// Copies bytes both ways until either side closes (no HTTP parsing, no faults).
+fn pipe(
+    mut client_r: BufReader<TcpStream>,
+    client_w: TcpStream,
+    upstream: SocketAddr,
+) -> io::Result<()> {
+    let Ok(up) = TcpStream::connect_timeout(&upstream, Duration::from_secs(5)) else {
+        let _ = client_w.shutdown(Shutdown::Both);
+        return Ok(());
+    };
+    let mut up_r = up.try_clone()?;
+    let mut up_w = up.try_clone()?;
+    let mut back = client_w.try_clone()?;
+    let t = thread::spawn(move || {
+        let _ = io::copy(&mut up_r, &mut back);
+        let _ = back.shutdown(Shutdown::Both);
+    });
+    let _ = io::copy(&mut client_r, &mut up_w);
+    let _ = up.shutdown(Shutdown::Both);
+    let _ = client_w.shutdown(Shutdown::Both);
+    let _ = t.join();
+    Ok(())
+}
+
 /// Serves one client connection until either side closes.
 fn serve(client: TcpStream, upstream: SocketAddr, shared: &Shared) -> io::Result<()> {
     client.set_read_timeout(Some(IDLE))?;
     let mut client_w = client.try_clone()?;
     let mut client_r = BufReader::with_capacity(64 * 1024, client.try_clone()?);
+    // A TLS ClientHello (airlift tries HTTPS first, then falls back to HTTP on loopback):
+    // pass the connection through untouched so the client sees what the registry answers.
+    if client_r.fill_buf()?.first() == Some(&0x16) {
+        return pipe(client_r, client_w, upstream);
+    }
     let mut up: Option<(TcpStream, BufReader<TcpStream>)> = None;
     let close_all = |up: &Option<(TcpStream, BufReader<TcpStream>)>| {
         let _ = client.shutdown(Shutdown::Both);
@@ -385,9 +418,27 @@ fn serve(client: TcpStream, upstream: SocketAddr, shared: &Shared) -> io::Result
                 budget: None,
             };
             relay_body(&req, true, &mut client_r, &mut drain, true)?;
-            let body = format!(
-                r#"{{"errors":[{{"code":"UNAVAILABLE","message":"injected {status} by the test proxy"}}]}}"#
-            );
+            // What distribution sends with these statuses (its errcode table); a gateway's
+            // 502/504 carries no OCI error body.
+            let (content_type, body) = match status {
+                429 | 500 | 503 => {
+                    let code = match status {
+                        429 => "TOOMANYREQUESTS",
+                        503 => "UNAVAILABLE",
+                        _ => "UNKNOWN",
+                    };
+                    (
+                        "application/json",
+                        format!(
+                            r#"{{"errors":[{{"code":"{code}","message":"injected {status} by the test proxy"}}]}}"#
+                        ),
+                    )
+                }
+                _ => (
+                    "text/plain",
+                    format!("injected {status} by the test proxy\n"),
+                ),
+            };
             let retry_after = if status == 429 {
                 "Retry-After: 0\r\n"
             } else {
@@ -395,7 +446,7 @@ fn serve(client: TcpStream, upstream: SocketAddr, shared: &Shared) -> io::Result
             };
             write!(
                 client_w,
-                "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{retry_after}Connection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{retry_after}Connection: close\r\n\r\n{body}",
                 reason(status),
                 body.len()
             )?;
