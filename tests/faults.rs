@@ -367,3 +367,112 @@ fn three_hundred_images_at_concurrency_32_all_arrive_intact() {
         assert!(tags.contains(&format!("v{i}").as_str()), "tag v{i} missing");
     }
 }
+
+/// A small tmpfs mounted for one test, unmounted on drop (also when the test panics).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// `None` when this process may not mount (not root, or the sandbox forbids it).
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return None;
+        }
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn assert_dir_empty(dir: &Path, what: &str) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{what}: left behind {left:?}");
+}
+
+/// The disk fills up while exporting: a clear error, no file at the output name, no stray
+/// temporary file. Proven on a real 3 MiB tmpfs (ENOSPC) when this process may mount, and
+/// always with RLIMIT_FSIZE on the child (EFBIG), which fails the same write path.
+#[test]
+fn disk_full_while_exporting_leaves_nothing() {
+    let (reg, image) = source_image();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let reference = reg.reference(&image);
+
+    if let Some(fs) = Tmpfs::mount("3m") {
+        for zstd in [false, true] {
+            let out_path = fs.path().join("out.tar");
+            let extra: &[&str] = if zstd { &["--zstd"] } else { &[] };
+            let out = export(h, &reference, &out_path, extra);
+            assert!(!out.status.success(), "export onto a full disk succeeded");
+            let t = text(&out);
+            assert!(
+                t.contains("No space left on device") && t.contains("out.tar"),
+                "{t}"
+            );
+            assert_dir_empty(fs.path(), "tmpfs");
+        }
+    } else {
+        eprintln!("cannot mount a tmpfs here: only the RLIMIT_FSIZE variant runs");
+    }
+
+    // RLIMIT_FSIZE: writes past 1 MiB fail with EFBIG (SIGXFSZ ignored, so the child sees
+    // the error instead of being killed).
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("out.tar");
+    let mut cmd = airlift_cmd(h);
+    cmd.env("SOURCE_DATE_EPOCH", "1700000000").args([
+        "export",
+        "-q",
+        "-i",
+        &reference,
+        "-o",
+        s(&out_path),
+        "--unsigned",
+    ]);
+    // SAFETY: only async-signal-safe calls (signal, setrlimit) between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: 1 << 20,
+                rlim_max: 1 << 20,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "export past RLIMIT_FSIZE succeeded");
+    let t = text(&out);
+    assert!(t.contains("File too large") && t.contains("out.tar"), "{t}");
+    assert_dir_empty(dir.path(), "RLIMIT_FSIZE");
+
+    // With room again, the same export completes.
+    expect_ok(&export(h, &reference, &out_path, &[]));
+    expect_ok(&airlift(h, &["verify", s(&out_path), "--allow-unsigned"]));
+}
