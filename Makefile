@@ -37,15 +37,17 @@ test: setup
 FUZZ_TARGETS := archive_reader reference lock yaml_scan
 FUZZ_DIR := tests/fuzz
 
-# Needs a nightly toolchain (sanitizers); installs it and cargo-fuzz when missing. New corpus
-# entries land in tests/fuzz/corpus/TARGET; crashes in tests/fuzz/artifacts/TARGET (copy them
-# to tests/fuzz/regressions/TARGET so that `make test` replays them on stable).
+# Needs a nightly toolchain (sanitizers); installs it and cargo-fuzz when missing. Inputs found
+# interesting land in tests/fuzz/work/TARGET (not committed; copy the good ones to corpus/);
+# crashes in tests/fuzz/artifacts/TARGET (copy them to tests/fuzz/regressions/TARGET so that
+# `make test` replays them on stable).
 fuzz:
 	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	@for t in $(FUZZ_TARGETS); do \
 	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
-	  $(CARGO) +nightly fuzz run --fuzz-dir $(FUZZ_DIR) $$t $(FUZZ_DIR)/corpus/$$t $(FUZZ_DIR)/regressions/$$t -- \
+	  mkdir -p $(FUZZ_DIR)/work/$$t; \
+	  $(CARGO) +nightly fuzz run --fuzz-dir $(FUZZ_DIR) $$t $(FUZZ_DIR)/work/$$t $(FUZZ_DIR)/corpus/$$t $(FUZZ_DIR)/regressions/$$t -- \
 	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 || exit 1; \
 	done
 
