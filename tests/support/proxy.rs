@@ -4,7 +4,7 @@
 //! network that misbehaves on cue. The proxy understands just enough HTTP/1.1 to find request
 //! and response boundaries on keep-alive connections (Content-Length, chunked, HEAD, 1xx, 204,
 //! 304, read-to-close), so a fault hits exactly the request it is meant for and every other
-//! request passes through byte for byte. It holds no more than 64 KiB per connection.
+//! request passes through byte for byte. Bodies are streamed through fixed 64 KiB buffers.
 //!
 //! Faults are rules: [`FaultProxy::inject`]`(fault, times, filter)` applies `fault` to the next
 //! `times` requests whose `"METHOD /path?query"` contains `filter` (`""` matches every request).
