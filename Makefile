@@ -6,12 +6,13 @@ APT_PACKAGES := docker-registry skopeo b3sum openssl apache2-utils tar coreutils
 # Seconds each fuzz target runs under `make fuzz`.
 FUZZ_SECONDS ?= 60
 
-.PHONY: help setup build test demo clean
+.PHONY: help setup build test demo clean fuzz
 
 help:
 	@echo "make demo   - install what is missing, start local registries, run the walk-through"
 	@echo "make test   - fmt, clippy and the whole test suite (real registries on 127.0.0.1)"
 	@echo "make setup  - install missing Debian packages and build the release binary"
+	@echo "make fuzz   - run every cargo-fuzz target for FUZZ_SECONDS (default 60) each"
 
 # Installs only what is missing; quiet when everything is already there.
 setup:
@@ -33,6 +34,23 @@ test: setup
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --quiet -- -D warnings
 	$(CARGO) test --release -- --test-threads=2
+
+FUZZ_TARGETS := archive_reader reference lock yaml_scan
+FUZZ_DIR := tests/fuzz
+
+# Needs a nightly toolchain (sanitizers); installs it and cargo-fuzz when missing. Inputs found
+# interesting land in tests/fuzz/work/TARGET (not committed; copy the good ones to corpus/);
+# crashes in tests/fuzz/artifacts/TARGET (copy them to tests/fuzz/regressions/TARGET so that
+# `make test` replays them on stable).
+fuzz:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  mkdir -p $(FUZZ_DIR)/work/$$t; \
+	  $(CARGO) +nightly fuzz run --fuzz-dir $(FUZZ_DIR) $$t $(FUZZ_DIR)/work/$$t $(FUZZ_DIR)/corpus/$$t $(FUZZ_DIR)/regressions/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 || exit 1; \
+	done
 
 demo: setup
 	@bash samples/demo.sh

@@ -30,7 +30,7 @@
 //! - Path components: `[a-z0-9]+` joined by `.`, `_`, `__` or `-+` (docker's
 //!   grammar; go-containerregistry only checks characters). Upper case is rejected.
 //!   The path may be one character long (docker allows it; go-containerregistry
-//!   requires two) and at most 255 bytes as written.
+//!   requires two) and at most 255 bytes, as written and once `library/` is added.
 //! - Tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}` (docker's; go-containerregistry does
 //!   not forbid a leading `.` or `-`, which registries reject).
 //! - Digest: `sha256:<64 hex>` or `sha512:<128 hex>`, lower-case hex.
@@ -49,7 +49,7 @@ pub const DOCKER_HUB_ALIAS: &str = "docker.io";
 /// Longest tag a registry accepts (distribution spec).
 pub const MAX_TAG_LEN: usize = 128;
 
-/// Longest repository path accepted, as written (before `library/` is added).
+/// Longest repository path accepted, as written and after `library/` is added.
 pub const MAX_REPOSITORY_LEN: usize = 255;
 
 /// Longest reference text accepted at all, to bound work on hostile input.
@@ -143,6 +143,14 @@ impl Reference {
         } else {
             path.to_owned()
         };
+        // Checked again once `library/` is added, so that what Display prints parses back.
+        if repository.len() > MAX_REPOSITORY_LEN {
+            return Err(err(format!(
+                "repository path is {} bytes long with Docker Hub's library/ namespace, at most \
+                 {MAX_REPOSITORY_LEN} allowed",
+                repository.len()
+            )));
+        }
         let tag = match (tag, &digest) {
             (None, None) => Some("latest".to_owned()),
             (t, _) => t.map(str::to_owned),

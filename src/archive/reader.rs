@@ -18,6 +18,11 @@ use super::{
 use crate::digest::{Digest, VerifyingReader};
 use crate::keys::{self, SIGNATURE_LEN};
 
+/// How far the tar stream may run past the content the manifest declares before reading
+/// stops: small surplus entries are still read and reported by name (unlisted, duplicate),
+/// larger ones are refused at their header (a zstd bomb is never inflated).
+const BOMB_SLACK: u64 = 64 << 20;
+
 /// The leading entries of an archive: everything needed before the first blob.
 #[derive(Debug, Clone)]
 pub struct ArchiveHeader {
@@ -128,6 +133,9 @@ pub struct ArchiveReader {
     position: HashMap<String, usize>,
     seen: HashSet<usize>,
     last: Option<usize>,
+    /// Offset in the tar stream past which no entry of this archive can extend: the end of
+    /// `index.json` plus a header, data and padding for every blob the manifest declares.
+    declared_end: u64,
 }
 
 impl ArchiveReader {
@@ -162,7 +170,7 @@ impl ArchiveReader {
         let parsed = Manifest::parse(&manifest_bytes)?;
 
         let mut signatures: Vec<(String, [u8; SIGNATURE_LEN])> = Vec::new();
-        let index_json = loop {
+        let (index_json, index_end) = loop {
             let (e, name) = next_checked(&mut tar, INDEX_JSON)?;
             match name {
                 EntryName::Signature(fp) => {
@@ -199,7 +207,7 @@ impl ArchiveReader {
                             name: INDEX_JSON.into(),
                             reason: format!("does not match the airlift manifest's `index`: {e}"),
                         })?;
-                    break bytes;
+                    break (bytes, e.data_offset + e.size + tar::padding(e.size));
                 }
                 other => return Err(order(&other, INDEX_JSON)),
             }
@@ -226,6 +234,15 @@ impl ArchiveReader {
             .enumerate()
             .map(|(i, e)| (e.name.clone(), i))
             .collect();
+        let declared_end = parsed
+            .manifest
+            .blobs
+            .iter()
+            .fold(index_end + BOMB_SLACK, |end, b| {
+                end.saturating_add(tar::BLOCK)
+                    .saturating_add(b.size)
+                    .saturating_add(tar::padding(b.size))
+            });
         Ok(ArchiveReader {
             path: path.to_path_buf(),
             tar,
@@ -242,6 +259,7 @@ impl ArchiveReader {
             position,
             seen: HashSet::new(),
             last: None,
+            declared_end,
         })
     }
 
@@ -265,6 +283,20 @@ impl ArchiveReader {
             None => return Ok(None),
             Some(e) => e,
         };
+        // No entry may reach past what the manifest declares: refused at the header, so a
+        // zstd bomb (a huge entry of zeros) is never inflated, not even to be skipped.
+        let end = e.data_offset.saturating_add(e.size);
+        if end > self.declared_end {
+            return Err(ArchiveError::BadHeader {
+                offset: e.data_offset - tar::BLOCK,
+                reason: format!(
+                    "entry {:?} of {} bytes would end at byte {end}, more than 64 MiB past the \
+                     content the airlift manifest declares (decompression bomb?)",
+                    e.name.chars().take(300).collect::<String>(),
+                    e.size,
+                ),
+            });
+        }
         let name = EntryName::parse(&e.name)?;
         check_regular(&e)?;
         match name {
@@ -421,6 +453,7 @@ impl BlobIndex {
         }
         let mut blobs = HashMap::new();
         let mut parts = HashMap::new();
+        let mut others: HashSet<String> = HashSet::new();
         let mut pos = 0u64;
         loop {
             if pos + tar::BLOCK > len {
@@ -443,10 +476,12 @@ impl BlobIndex {
             if end > len {
                 return Err(ArchiveError::Truncated { offset: len });
             }
+            // The same name twice is refused whatever it names: a second `index.json` after
+            // the blobs would otherwise be ignored here but win in tools that extract the tar.
             let dup = match name {
                 EntryName::Blob(d) => blobs.insert(d, (e.data_offset, e.size)).is_some(),
                 EntryName::Part(d, n, _) => parts.insert((d, n), (e.data_offset, e.size)).is_some(),
-                _ => false,
+                _ => !others.insert(e.name.clone()),
             };
             if dup {
                 return Err(ArchiveError::Duplicate { name: e.name });

@@ -198,11 +198,13 @@ impl RegistryClient {
                     RegistryError::NotFound { host, what }
                 } else if codes.iter().any(|c| c == "UNAUTHORIZED" || c == "DENIED") {
                     unauthorized(host, what)
-                } else if codes.iter().any(|c| c.contains("TOOMANYREQUESTS")) {
+                } else if let Some(status) = codes.iter().find_map(|c| transient_code_status(c)) {
+                    // oci-client drops the HTTP status of an error envelope; the codes that
+                    // distribution sends with 429/503/500 must stay retryable.
                     RegistryError::Server {
                         host,
                         what,
-                        status: Some(429),
+                        status: Some(status),
                         detail,
                     }
                 } else {
@@ -635,5 +637,16 @@ impl RegistryClient {
                     .map_err(|e| self.map_err(&what, e))
             })
             .await
+    }
+}
+
+/// The HTTP status that distribution pairs with a transient error code (its `errcode`
+/// table), so that an error envelope whose status oci-client dropped is still retried.
+fn transient_code_status(code: &str) -> Option<u16> {
+    match code {
+        "TOOMANYREQUESTS" => Some(429),
+        "UNAVAILABLE" => Some(503),
+        "UNKNOWN" => Some(500),
+        _ => None,
     }
 }

@@ -29,6 +29,10 @@
 //!   an outer bundle in a registry, with every digest and the unique blob set; plus the
 //!   `airlift` runner and tar-by-offset helpers that export/import tests share.
 //! - [`sha256_digest`]: expected digests computed with `sha2`, independent of airlift's code.
+//! - [`proxy::FaultProxy`]: a fault-injecting HTTP/1.1 proxy on 127.0.0.1 in front of a
+//!   [`Registry`] (injected 5xx/429 answers, connections cut after N bytes, delays).
+//! - [`synth`]: synthetic archives from the library's writer (no source registry), and
+//!   [`synth::raw_tar`] for tar entries the writer would refuse (links, devices, lying sizes).
 //!
 //! Conventions: references given to the skopeo helpers are relative to the registry
 //! (`"team/app:v1"`, `"team/app@sha256:…"`); [`Registry::reference`] makes the full
@@ -55,9 +59,11 @@
 pub mod corpus;
 mod http;
 mod layout;
+pub mod proxy;
 mod registry;
 mod rss;
 mod skopeo;
+pub mod synth;
 pub mod token;
 
 // Each test file uses a different subset of the harness.
