@@ -474,6 +474,9 @@ fn add_root_blob(m: &mut Manifest, d: &Digest, size: u64, reference: &str) {
         media_type: "application/vnd.oci.image.index.v1+json".into(),
         role: airlift::archive::Role::Index,
         referenced_by: Vec::new(),
+        volume: None,
+        parts: Vec::new(),
+        base: false,
     });
     m.blobs.sort_by_key(|b| b.digest.to_string());
     m.roots.push(airlift::archive::Root {
