@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::auth::Resolved;
 use super::error::RegistryError;
 use super::retry::RetryPolicy;
-use crate::digest::{Digest, Verifier};
+use crate::digest::{Digest, DigestError, Verifier};
 use crate::oci::{Descriptor, RawManifest, media_type};
 use crate::reference::Reference;
 
@@ -93,6 +93,64 @@ impl std::io::Read for BlockingBlobReader {
         let n = buf.len().min(self.current.len());
         buf[..n].copy_from_slice(&self.current.split_to(n));
         Ok(n)
+    }
+}
+
+/// What a blob download checks as the bytes pass.
+enum Check {
+    /// Size and sha256: the consumer may trust what the stream ends without error on.
+    Digest(Verifier),
+    /// Size only: for consumers that hash the bytes themselves.
+    Length {
+        digest: Digest,
+        expected: u64,
+        seen: u64,
+    },
+}
+
+impl Check {
+    fn update(&mut self, chunk: &[u8]) -> Result<(), DigestError> {
+        match self {
+            Check::Digest(v) => v.update(chunk),
+            Check::Length {
+                digest,
+                expected,
+                seen,
+            } => {
+                *seen += chunk.len() as u64;
+                if *seen > *expected {
+                    return Err(DigestError::Size {
+                        digest: digest.clone(),
+                        expected: *expected,
+                        found: *seen,
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn seen(&self) -> u64 {
+        match self {
+            Check::Digest(v) => v.seen(),
+            Check::Length { seen, .. } => *seen,
+        }
+    }
+
+    fn finish(self) -> Result<(), DigestError> {
+        match self {
+            Check::Digest(v) => v.finish(),
+            Check::Length {
+                digest,
+                expected,
+                seen,
+            } if seen != expected => Err(DigestError::Size {
+                digest,
+                expected,
+                found: seen,
+            }),
+            Check::Length { .. } => Ok(()),
+        }
     }
 }
 
@@ -383,12 +441,27 @@ impl RegistryClient {
 
     /// Streams a blob, verifying size and digest, resuming with HTTP Range after a broken connection.
     pub fn get_blob(self: &Arc<Self>, repo: &Reference, desc: &Descriptor) -> BlobStream {
+        self.spawn_pump(repo, desc, true)
+    }
+
+    /// Like [`RegistryClient::get_blob`] but checking only the length, for a consumer that
+    /// hashes every byte itself and rejects a mismatch (the archive writer does): one sha256
+    /// pass per byte instead of two.
+    pub fn get_blob_length_checked(
+        self: &Arc<Self>,
+        repo: &Reference,
+        desc: &Descriptor,
+    ) -> BlobStream {
+        self.spawn_pump(repo, desc, false)
+    }
+
+    fn spawn_pump(self: &Arc<Self>, repo: &Reference, desc: &Descriptor, hash: bool) -> BlobStream {
         let (tx, rx) = mpsc::channel(BLOB_CHANNEL_CHUNKS);
         let this = Arc::clone(self);
         let repo = repo.clone();
         let desc = desc.clone();
         tokio::spawn(async move {
-            if let Err(e) = this.pump_blob(&repo, &desc, &tx).await {
+            if let Err(e) = this.pump_blob(&repo, &desc, hash, &tx).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -427,12 +500,21 @@ impl RegistryClient {
         &self,
         repo: &Reference,
         desc: &Descriptor,
+        hash: bool,
         tx: &mpsc::Sender<Result<Bytes, RegistryError>>,
     ) -> Result<(), RegistryError> {
         let what = format!("blob {}@{}", repo.repo_name(), desc.digest);
         let image = oci_ref(repo);
         let odesc = oci_desc(desc);
-        let mut verifier = Verifier::new(desc.digest.clone(), Some(desc.size));
+        let mut verifier = if hash {
+            Check::Digest(Verifier::new(desc.digest.clone(), Some(desc.size)))
+        } else {
+            Check::Length {
+                digest: desc.digest.clone(),
+                expected: desc.size,
+                seen: 0,
+            }
+        };
         let mut attempt = 0u32;
         loop {
             let offset = verifier.seen();
@@ -508,10 +590,12 @@ impl RegistryClient {
                     }
                     match failure {
                         None if verifier.seen() == desc.size => {
-                            verifier.finish().map_err(|source| RegistryError::Content {
+                            // Worded like oci-client's own check that used to catch this first.
+                            verifier.finish().map_err(|source| RegistryError::Server {
                                 host: self.host.clone(),
                                 what,
-                                source,
+                                status: None,
+                                detail: format!("content does not match {}: {source}", desc.digest),
                             })?;
                             if let Some(chunk) = last {
                                 let _ = tx.send(Ok(chunk)).await;
