@@ -35,6 +35,8 @@ pub struct Ctx {
     pubkey: PathBuf,
     tls: Tls,
     rounds: usize,
+    /// `/proc/loadavg` when the run began.
+    load_at_start: String,
 }
 
 /// An image of the corpus as the tools name it.
@@ -82,6 +84,7 @@ fn main() {
         tls,
         rounds,
         work: work.clone(),
+        load_at_start: report::loadavg(),
     };
     run(
         ctx.airlift_cmd()
