@@ -99,7 +99,7 @@ impl std::io::Read for BlockingBlobReader {
 /// What a blob download checks as the bytes pass.
 enum Check {
     /// Size and sha256: the consumer may trust what the stream ends without error on.
-    Digest(Verifier),
+    Digest(Box<Verifier>),
     /// Size only: for consumers that hash the bytes themselves.
     Length {
         digest: Digest,
@@ -507,7 +507,10 @@ impl RegistryClient {
         let image = oci_ref(repo);
         let odesc = oci_desc(desc);
         let mut verifier = if hash {
-            Check::Digest(Verifier::new(desc.digest.clone(), Some(desc.size)))
+            Check::Digest(Box::new(Verifier::new(
+                desc.digest.clone(),
+                Some(desc.size),
+            )))
         } else {
             Check::Length {
                 digest: desc.digest.clone(),
