@@ -21,7 +21,7 @@ use crate::reference::Reference;
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// Chunks buffered between a blob download and its consumer (bounds memory per blob).
-const BLOB_CHANNEL_CHUNKS: usize = 16;
+const BLOB_CHANNEL_CHUNKS: usize = 4;
 
 /// A client for one registry host.
 pub struct RegistryClient {
