@@ -424,10 +424,14 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
 
     // Export of the whole bundle.
     let mut flushes = Vec::new();
+    let mut disk = Vec::new();
     let (a, b) = alternate(
         n,
         "export",
-        |_| ctx.airlift_export(&["-b", &bundle], &archive, "export-airlift"),
+        |_| {
+            disk.push(report::disk_probe(&ctx.work, 1 << 30));
+            ctx.airlift_export(&["-b", &bundle], &archive, "export-airlift")
+        },
         |_| {
             let (s, f) = ctx.skopeo_export(&roots, &layout, "export-skopeo");
             flushes.push(f);
@@ -436,17 +440,20 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
     );
     let archive_bytes = fs::metadata(&archive).map(|m| m.len()).unwrap_or(0);
     let (layout_bytes, _) = dir_bytes(&layout.join("blobs/sha256"));
-    comparisons.push(Comparison::new(
-        "export (whole corpus)",
-        "skopeo copy ×each image → one OCI layout",
-        unique_bytes,
-        a,
-        b,
-        format!(
-            "skopeo does not fsync; flushing its layout afterwards took a median {:.2}s more",
-            report::median(&flushes)
-        ),
-    ));
+    comparisons.push(
+        Comparison::new(
+            "export (whole corpus)",
+            "skopeo copy ×each image → one OCI layout",
+            unique_bytes,
+            a,
+            b,
+            format!(
+                "skopeo does not fsync; flushing its layout afterwards took a median {:.2}s more",
+                report::median(&flushes)
+            ),
+        )
+        .with_limit(disk),
+    );
 
     // Import into a TLS + basic-auth registry.
     let mut reg_a = Vec::new();
@@ -485,10 +492,12 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
         .flatten()
         .map(|e| e.path())
         .collect();
+    let mut sha = Vec::new();
     let (a, b) = alternate(
         n,
         "verify",
         |_| {
+            sha.push(report::sha_probe(1));
             let mut cmd = ctx.airlift_cmd();
             cmd.arg("verify")
                 .arg(&archive)
@@ -503,14 +512,17 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
             )
         },
     );
-    comparisons.push(Comparison::new(
-        "verify (whole corpus)",
-        "sha256sum over the layout's blobs",
-        unique_bytes,
-        a,
-        b,
-        String::new(),
-    ));
+    comparisons.push(
+        Comparison::new(
+            "verify (whole corpus)",
+            "sha256sum over the layout's blobs",
+            unique_bytes,
+            a,
+            b,
+            String::new(),
+        )
+        .with_limit(sha),
+    );
 
     // The 1 GiB image alone, both ways.
     let big_archive = ctx.work.join("big.tar");
