@@ -382,7 +382,7 @@ pub fn markdown(ctx: &Ctx, r: &CorpusRun) -> String {
         let per_cpu = c.bytes as f64 / med(&c.a, |s| s.cpu);
         s_extra.push(format!(
             "verify per CPU-second: {:.0} MB = {:.0}% of the one-core sha256 rate measured in its rounds \
-             (verify hashes on one thread while another reads ahead, so it can pass 100%)",
+             (the probe is timed by the wall clock under the same load, so this can pass 100%)",
             per_cpu / MB,
             per_cpu / median(&c.limit) * 100.0
         ));
