@@ -625,6 +625,17 @@ fn run_scale(ctx: &Ctx, n: usize) -> Vec<ScaleRow> {
         "scale corpus ({n} images) generated in {:.1}s",
         t.elapsed().as_secs_f64()
     );
+    if std::env::var_os("BENCH_SERVE").is_some() {
+        println!(
+            "bundles {}\nkey {}\nwork {}",
+            bundles.join(" "),
+            ctx.key.display(),
+            ctx.work.display()
+        );
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
     let mut rows = Vec::new();
     for (k, bundle) in sizes.iter().zip(&bundles) {
         let archive = ctx.work.join(format!("scale-{k}.tar"));
