@@ -6,13 +6,15 @@ APT_PACKAGES := docker-registry skopeo b3sum openssl apache2-utils tar coreutils
 # Seconds each fuzz target runs under `make fuzz`.
 FUZZ_SECONDS ?= 60
 
-.PHONY: help setup build test demo clean fuzz
+.PHONY: help setup build test demo clean fuzz bench bench-scale
 
 help:
 	@echo "make demo   - install what is missing, start local registries, run the walk-through"
 	@echo "make test   - fmt, clippy and the whole test suite (real registries on 127.0.0.1)"
 	@echo "make setup  - install missing Debian packages and build the release binary"
 	@echo "make fuzz   - run every cargo-fuzz target for FUZZ_SECONDS (default 60) each"
+	@echo "make bench  - airlift vs skopeo on a 1.2 GB corpus (BENCH_SCALE=0.25 for a quicker run), writes bench/results.md"
+	@echo "make bench-scale - 1,000 small images: time per image at 100 and 1,000 (bench/results-scale.md)"
 
 # Installs only what is missing; quiet when everything is already there.
 setup:
@@ -54,6 +56,18 @@ fuzz:
 
 demo: setup
 	@bash samples/demo.sh
+
+# The benchmark driver is its own cargo package (bench/, own workspace) sharing the target dir.
+BENCH_TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
+BENCH_ENV = AIRLIFT=$(BENCH_TARGET_DIR)/release/airlift BENCH_SCALE=$(or $(BENCH_SCALE),1) BENCH_ROUNDS=$(or $(BENCH_ROUNDS),3)
+
+bench: setup
+	@CARGO_TARGET_DIR=$(BENCH_TARGET_DIR) $(CARGO) build --release --quiet --manifest-path bench/Cargo.toml
+	$(BENCH_ENV) BENCH_MODE=corpus $(BENCH_TARGET_DIR)/release/airlift-bench
+
+bench-scale: setup
+	@CARGO_TARGET_DIR=$(BENCH_TARGET_DIR) $(CARGO) build --release --quiet --manifest-path bench/Cargo.toml
+	$(BENCH_ENV) BENCH_MODE=scale $(BENCH_TARGET_DIR)/release/airlift-bench
 
 clean:
 	$(CARGO) clean

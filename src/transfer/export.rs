@@ -571,7 +571,9 @@ pub async fn export(
             )));
         };
         let client = registries.client(node.repo.registry()).await?;
-        let stream = client.get_blob(&node.repo, &node.desc);
+        // The archive writer hashes every byte and aborts on a mismatch, so the download
+        // checks only the length: one sha256 pass per byte instead of two.
+        let stream = client.get_blob_length_checked(&node.repo, &node.desc);
         let reader = stream.into_blocking_reader();
         // The writer holds at most `prefetch` readers in the channel; the send blocks otherwise.
         let tx2 = tx.clone();

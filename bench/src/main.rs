@@ -1,0 +1,669 @@
+//! `airlift-bench`: airlift against skopeo on one deterministic corpus, on this machine, now.
+//!
+//! Why a separate binary: timing belongs in a benchmark, not in tests, and a compiled driver
+//! shares nothing fragile with shell (quoting, `time` formats, process reaping). It generates
+//! the corpus straight into a local registry's storage, measures the machine's own limits in
+//! the same run, then runs each comparison in alternating rounds (A B A B …) with fresh state,
+//! and writes `bench/results.md` (or `bench/results-scale.md`).
+//!
+//! Configuration (environment): `AIRLIFT` (binary, default `target/release/airlift`),
+//! `BENCH_MODE` (`corpus` or `scale`), `BENCH_SCALE` (corpus size factor, default 1 ≈ 1.2 GB),
+//! `BENCH_ROUNDS` (default 3), `BENCH_WORKDIR` (default a temp dir), `BENCH_OUT`,
+//! `BENCH_KEEP=1` (keep the work dir), `BENCH_SCALE_IMAGES` (scale mode, default 1000),
+//! `BENCH_SERVE=1` (generate the corpus, print its references and keep serving it: profiling).
+
+mod corpus;
+mod proc;
+mod report;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use corpus::{Blob, Store, storage_blob_bytes};
+use proc::{Registry, Sample, Tls, die, run, sync_fs};
+use report::{Comparison, Limits, ScaleRow};
+
+/// Everything the measured runs share.
+pub struct Ctx {
+    airlift: PathBuf,
+    work: PathBuf,
+    home: PathBuf,
+    logs: PathBuf,
+    key: PathBuf,
+    pubkey: PathBuf,
+    tls: Tls,
+    rounds: usize,
+    /// `/proc/loadavg` when the run began.
+    load_at_start: String,
+}
+
+/// An image of the corpus as the tools name it.
+#[derive(Clone)]
+struct Root {
+    /// Name inside the shared OCI layout, and tag in the import repository.
+    name: String,
+    /// `HOST/repo@sha256:…` in the source registry.
+    digest_ref: String,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v
+            .parse()
+            .unwrap_or_else(|_| die(&format!("{name}={v} is not valid"))),
+        _ => default,
+    }
+}
+
+fn main() {
+    let mode: String = env_or("BENCH_MODE", "corpus".to_string());
+    let scale: f64 = env_or("BENCH_SCALE", 1.0);
+    let rounds: usize = env_or("BENCH_ROUNDS", 3usize).max(1);
+    let airlift = PathBuf::from(env_or("AIRLIFT", "target/release/airlift".to_string()));
+    let airlift = fs::canonicalize(&airlift)
+        .unwrap_or_else(|e| die(&format!("{}: {e} (run make setup)", airlift.display())));
+    let work = match std::env::var("BENCH_WORKDIR") {
+        Ok(w) if !w.is_empty() => PathBuf::from(w),
+        _ => std::env::temp_dir().join(format!("airlift-bench-{}", std::process::id())),
+    };
+    let _ = fs::remove_dir_all(&work);
+    mkdir(&work);
+    let home = work.join("home");
+    let logs = work.join("logs");
+    mkdir(&home);
+    mkdir(&logs);
+    let tls = Tls::create(&work.join("tls"));
+    let ctx = Ctx {
+        key: work.join("release.key"),
+        pubkey: work.join("release.pub"),
+        airlift,
+        home,
+        logs,
+        tls,
+        rounds,
+        work: work.clone(),
+        load_at_start: report::loadavg(),
+    };
+    run(
+        ctx.airlift_cmd()
+            .args(["keygen", "--out"])
+            .arg(work.join("release")),
+        &ctx.log("keygen"),
+    );
+    eprintln!("work dir {} (logs in logs/)", work.display());
+    let limits = report::measure_limits(&work);
+    eprintln!(
+        "limits: disk write+fdatasync {:.0} MB/s, sha256 1 core {:.0} MB/s, 2 threads {:.0} MB/s",
+        limits.disk_write / 1e6,
+        limits.sha256_one / 1e6,
+        limits.sha256_two / 1e6
+    );
+    let out = if mode == "scale" {
+        let n: usize = env_or("BENCH_SCALE_IMAGES", 1000usize);
+        let rows = run_scale(&ctx, n);
+        let text = report::scale_markdown(&ctx, &limits, &rows, n);
+        (text, "bench/results-scale.md")
+    } else {
+        let rep = run_corpus(&ctx, scale, &limits);
+        (report::markdown(&ctx, &rep), "bench/results.md")
+    };
+    let path: String = env_or("BENCH_OUT", out.1.to_string());
+    fs::write(&path, &out.0).unwrap_or_else(|e| die(&format!("write {path}: {e}")));
+    println!("{}", out.0);
+    eprintln!("wrote {path}");
+    if std::env::var_os("BENCH_KEEP").is_none() {
+        let _ = fs::remove_dir_all(&work);
+    }
+}
+
+impl Ctx {
+    /// airlift with a private HOME (no docker config of the host leaks in), quiet.
+    fn airlift_cmd(&self) -> Command {
+        let mut cmd = Command::new(&self.airlift);
+        cmd.env("HOME", &self.home)
+            .env("DOCKER_CONFIG", self.home.join(".docker"))
+            .env_remove("AIRLIFT_REGISTRY_HOSTNAME")
+            .env_remove("AIRLIFT_REGISTRY_USERNAME")
+            .env_remove("AIRLIFT_REGISTRY_PASSWORD");
+        cmd
+    }
+
+    /// skopeo with no host policy and a private HOME.
+    fn skopeo_cmd(&self) -> Command {
+        let mut cmd = Command::new("skopeo");
+        cmd.env("HOME", &self.home).arg("--insecure-policy");
+        cmd
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.logs.join(format!("{name}.log"))
+    }
+
+    /// A fresh TLS + basic-auth registry in a new directory under the work dir.
+    fn fresh_tls_registry(&self, name: &str) -> Registry {
+        let dir = self.work.join(name);
+        let _ = fs::remove_dir_all(&dir);
+        Registry::start(&dir, Some(&self.tls))
+    }
+
+    /// airlift's registry flags for the TLS target.
+    fn tls_args(&self) -> Vec<String> {
+        vec![
+            "--registry-ca-cert-path".into(),
+            self.tls.ca_crt().to_string_lossy().into_owned(),
+            "--registry-username".into(),
+            self.tls.user.clone(),
+            "--registry-password".into(),
+            self.tls.password.clone(),
+        ]
+    }
+
+    fn airlift_export(&self, what: &[&str], archive: &Path, log: &str) -> Sample {
+        let _ = fs::remove_file(archive);
+        sync_fs(&self.work);
+        let mut cmd = self.airlift_cmd();
+        cmd.arg("export").args(what).arg("-o").arg(archive);
+        cmd.arg("--sign-key").arg(&self.key).arg("-q");
+        run(&mut cmd, &self.log(log))
+    }
+
+    /// `skopeo copy --all --preserve-digests docker://… oci:LAYOUT:name` for every root into
+    /// one shared layout. Returns the copy itself and, separately, the flush that follows
+    /// (skopeo does not fsync; airlift's export does, so both are reported).
+    fn skopeo_export(&self, roots: &[Root], layout: &Path, log: &str) -> (Sample, f64) {
+        let _ = fs::remove_dir_all(layout);
+        sync_fs(&self.work);
+        let mut total = Sample::default();
+        for r in roots {
+            let mut cmd = self.skopeo_cmd();
+            cmd.args(["copy", "--all", "--preserve-digests", "--quiet"])
+                .arg("--src-tls-verify=false")
+                .arg(format!("docker://{}", r.digest_ref))
+                .arg(format!("oci:{}:{}", layout.display(), r.name));
+            total = total.then(run(&mut cmd, &self.log(log)));
+        }
+        let t = Instant::now();
+        sync_fs(layout);
+        (total, t.elapsed().as_secs_f64())
+    }
+
+    /// Import into a fresh TLS registry; returns airlift's sample and the registry's CPU.
+    fn airlift_import(&self, archive: &Path, log: &str) -> (Sample, f64) {
+        let reg = self.fresh_tls_registry("import-target");
+        sync_fs(&self.work);
+        let mut cmd = self.airlift_cmd();
+        cmd.arg("import")
+            .arg(archive)
+            .arg("--to-repo")
+            .arg(format!("{}/mirror/all", reg.host()))
+            .arg("--trust")
+            .arg(&self.pubkey)
+            .args(self.tls_args())
+            .arg("-q");
+        let s = run(&mut cmd, &self.log(log));
+        let reg_cpu = reg.stop();
+        let _ = fs::remove_dir_all(self.work.join("import-target"));
+        (s, reg_cpu)
+    }
+
+    /// `skopeo copy --all oci:LAYOUT:name docker://…` for every root into a fresh TLS registry,
+    /// with skopeo's blob-info cache deleted first so it does the full work.
+    fn skopeo_import(&self, roots: &[Root], layout: &Path, log: &str) -> (Sample, f64) {
+        delete_skopeo_cache();
+        let reg = self.fresh_tls_registry("import-target");
+        sync_fs(&self.work);
+        let mut total = Sample::default();
+        for r in roots {
+            let mut cmd = self.skopeo_cmd();
+            cmd.args(["copy", "--all", "--quiet", "--dest-cert-dir"])
+                .arg(&self.tls.ca_dir)
+                .arg("--dest-creds")
+                .arg(format!("{}:{}", self.tls.user, self.tls.password))
+                .arg(format!("oci:{}:{}", layout.display(), r.name))
+                .arg(format!("docker://{}/mirror/all:{}", reg.host(), r.name));
+            total = total.then(run(&mut cmd, &self.log(log)));
+        }
+        let reg_cpu = reg.stop();
+        let _ = fs::remove_dir_all(self.work.join("import-target"));
+        (total, reg_cpu)
+    }
+}
+
+/// Deletes skopeo's blob-info cache (root and rootless locations), so a repeated push does not
+/// skip blobs it remembers.
+fn delete_skopeo_cache() {
+    let mut paths = vec![PathBuf::from(
+        "/var/lib/containers/cache/blob-info-cache-v1.boltdb",
+    )];
+    if let Some(h) = std::env::var_os("HOME") {
+        paths.push(Path::new(&h).join(".local/share/containers/cache/blob-info-cache-v1.boltdb"));
+    }
+    for p in paths {
+        let _ = fs::remove_file(p);
+    }
+}
+
+fn mkdir(p: &Path) {
+    fs::create_dir_all(p).unwrap_or_else(|e| die(&format!("mkdir {}: {e}", p.display())));
+}
+
+/// Sizes in MiB scaled by `s`, never below 4 KiB.
+fn mib(x: f64, s: f64) -> u64 {
+    ((x * s * 1048576.0) as u64).max(4096)
+}
+
+/// Digest the registry storage records for `repo:tag`.
+fn tag_digest(storage: &Path, repo: &str, tag: &str) -> String {
+    let link = storage
+        .join("docker/registry/v2/repositories")
+        .join(repo)
+        .join("_manifests/tags")
+        .join(tag)
+        .join("current/link");
+    fs::read_to_string(&link).unwrap_or_else(|e| die(&format!("{}: {e}", link.display())))
+}
+
+/// `airlift push -b HOST/repo:v1` of a bundle whose `.imgpkg/images.yml` locks `images`
+/// (digest references); returns its digest reference.
+fn push_bundle(ctx: &Ctx, src: &Registry, repo: &str, images: &[String]) -> String {
+    let dir = ctx.work.join("bundles").join(repo.replace('/', "_"));
+    mkdir(&dir.join(".imgpkg"));
+    mkdir(&dir.join("config"));
+    let mut lock =
+        String::from("apiVersion: imgpkg.carvel.dev/v1alpha1\nkind: ImagesLock\nimages:\n");
+    let mut config = String::new();
+    for (i, img) in images.iter().enumerate() {
+        lock.push_str(&format!("- image: {img}\n"));
+        config.push_str(&format!("img{i}:\n  image: {img}\n"));
+    }
+    fs::write(dir.join(".imgpkg/images.yml"), lock).unwrap_or_else(|e| die(&e.to_string()));
+    fs::write(dir.join("config/app.yml"), config).unwrap_or_else(|e| die(&e.to_string()));
+    let r = format!("{}/{repo}:v1", src.host());
+    run(
+        ctx.airlift_cmd().args(["push", "-b", &r, "-f"]).arg(&dir),
+        &ctx.log("push-bundle"),
+    );
+    let d = tag_digest(&src.dir.join("storage"), repo, "v1");
+    format!("{}/{repo}@{d}", src.host())
+}
+
+/// What [`run_corpus`] hands the report.
+pub struct CorpusRun {
+    scale: f64,
+    unique_bytes: u64,
+    unique_blobs: usize,
+    big_bytes: u64,
+    archive_bytes: u64,
+    layout_bytes: u64,
+    gen_secs: f64,
+    limits: Limits,
+    comparisons: Vec<Comparison>,
+}
+
+/// The main corpus (≈1.2 GB × scale): 12 images sharing three base layers, a two-platform
+/// index, one image with 25 small layers, one with a 1 GiB layer, a nested and an outer bundle.
+fn generate_corpus(ctx: &Ctx, s: f64) -> (Registry, String, Vec<Root>, Root) {
+    let t = Instant::now();
+    let src_dir = ctx.work.join("source");
+    let mut store = Store::new(&src_dir.join("storage"));
+    let bases = [
+        (1001, mib(32.0, s)),
+        (1002, mib(16.0, s)),
+        (1003, mib(8.0, s)),
+    ];
+    let mut made: Vec<(String, Blob)> = Vec::new();
+    for i in 0..12u64 {
+        let mut layers = vec![bases[0]];
+        if i % 2 == 0 {
+            layers.push(bases[1]);
+        }
+        if i % 3 == 0 {
+            layers.push(bases[2]);
+        }
+        layers.push((2000 + i, mib(1.0 + i as f64, s)));
+        let repo = format!("bench/app-{i:02}");
+        let m = store.image(&repo, "amd64", &format!("app-{i}"), &layers);
+        store.tag_image(&repo, "v1", &m);
+        made.push((repo, m));
+    }
+    let amd = store.image(
+        "bench/multi",
+        "amd64",
+        "multi-amd64",
+        &[bases[0], (3001, mib(4.0, s))],
+    );
+    let arm = store.image(
+        "bench/multi",
+        "arm64",
+        "multi-arm64",
+        &[(3002, mib(8.0, s)), (3003, mib(4.0, s))],
+    );
+    let idx = store.index("bench/multi", "v1", &[("amd64", amd), ("arm64", arm)]);
+    made.push(("bench/multi".into(), idx));
+    let small: Vec<(u64, u64)> = (0..25).map(|k| (4000 + k, mib(0.25, s))).collect();
+    let m = store.image("bench/small25", "amd64", "small25", &small);
+    store.tag_image("bench/small25", "v1", &m);
+    made.push(("bench/small25".into(), m));
+    let big = store.image("bench/big", "amd64", "big", &[(5000, mib(1024.0, s))]);
+    store.tag_image("bench/big", "v1", &big);
+
+    let src = Registry::start(&src_dir, None);
+    let host = src.host();
+    let mut roots: Vec<Root> = made
+        .iter()
+        .map(|(repo, m)| Root {
+            name: repo.trim_start_matches("bench/").to_string(),
+            digest_ref: format!("{host}/{repo}@{}", m.digest()),
+        })
+        .collect();
+    let big_root = Root {
+        name: "big".into(),
+        digest_ref: format!("{host}/bench/big@{}", big.digest()),
+    };
+    roots.push(big_root.clone());
+    let nested_imgs: Vec<String> = [0, 1, 2, 3, 13]
+        .iter()
+        .map(|&i: &usize| roots[i].digest_ref.clone())
+        .collect();
+    let nested = push_bundle(ctx, &src, "bench/nested", &nested_imgs);
+    let mut outer_imgs: Vec<String> = roots.iter().map(|r| r.digest_ref.clone()).collect();
+    outer_imgs.push(nested);
+    let outer = push_bundle(ctx, &src, "bench/outer", &outer_imgs);
+    eprintln!("corpus generated in {:.1}s", t.elapsed().as_secs_f64());
+    (src, outer, roots, big_root)
+}
+
+/// Alternates airlift (A) and skopeo (B) for `rounds` rounds.
+fn alternate(
+    rounds: usize,
+    label: &str,
+    mut a: impl FnMut(usize) -> Sample,
+    mut b: impl FnMut(usize) -> Sample,
+) -> (Vec<Sample>, Vec<Sample>) {
+    let (mut va, mut vb) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        let sa = a(r);
+        eprintln!(
+            "{label} round {r}: airlift {:.2}s cpu {:.2}s rss {} KiB",
+            sa.wall, sa.cpu, sa.rss_kib
+        );
+        let sb = b(r);
+        eprintln!(
+            "{label} round {r}: other   {:.2}s cpu {:.2}s rss {} KiB",
+            sb.wall, sb.cpu, sb.rss_kib
+        );
+        va.push(sa);
+        vb.push(sb);
+    }
+    (va, vb)
+}
+
+fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
+    let t = Instant::now();
+    let (src, bundle, roots, big) = generate_corpus(ctx, s);
+    let gen_secs = t.elapsed().as_secs_f64();
+    if std::env::var_os("BENCH_SERVE").is_some() {
+        // For profiling by hand: keep the corpus registry up and say how to reach it.
+        println!(
+            "bundle {bundle}\nbig {}\nkey {}\nwork {}",
+            big.digest_ref,
+            ctx.key.display(),
+            ctx.work.display()
+        );
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+    let (unique_bytes, unique_blobs) = storage_blob_bytes(&src.dir.join("storage"));
+    let archive = ctx.work.join("corpus.tar");
+    let layout = ctx.work.join("layout");
+    let n = ctx.rounds;
+    let mut comparisons = Vec::new();
+
+    // Export of the whole bundle.
+    let mut flushes = Vec::new();
+    let mut disk = Vec::new();
+    let (a, b) = alternate(
+        n,
+        "export",
+        |_| {
+            disk.push(report::disk_probe(&ctx.work, 1 << 30));
+            ctx.airlift_export(&["-b", &bundle], &archive, "export-airlift")
+        },
+        |_| {
+            let (s, f) = ctx.skopeo_export(&roots, &layout, "export-skopeo");
+            flushes.push(f);
+            s
+        },
+    );
+    let archive_bytes = fs::metadata(&archive).map(|m| m.len()).unwrap_or(0);
+    let (layout_bytes, _) = dir_bytes(&layout.join("blobs/sha256"));
+    comparisons.push(
+        Comparison::new(
+            "export (whole corpus)",
+            "skopeo copy ×each image → one OCI layout",
+            unique_bytes,
+            a,
+            b,
+            format!(
+                "skopeo does not fsync; flushing its layout afterwards took a median {:.2}s more",
+                report::median(&flushes)
+            ),
+        )
+        .with_limit(disk),
+    );
+
+    // Import into a TLS + basic-auth registry.
+    let mut reg_a = Vec::new();
+    let mut reg_b = Vec::new();
+    let (a, b) = alternate(
+        n,
+        "import",
+        |_| {
+            let (s, c) = ctx.airlift_import(&archive, "import-airlift");
+            reg_a.push(c);
+            s
+        },
+        |_| {
+            let (s, c) = ctx.skopeo_import(&roots, &layout, "import-skopeo");
+            reg_b.push(c);
+            s
+        },
+    );
+    comparisons.push(Comparison::new(
+        "import (whole corpus)",
+        "skopeo copy ×each image from the layout",
+        unique_bytes,
+        a,
+        b,
+        format!(
+            "registry CPU (user+sys) median: {:.1}s during airlift, {:.1}s during skopeo",
+            report::median(&reg_a),
+            report::median(&reg_b)
+        ),
+    ));
+
+    // Verify.
+    let blobs: Vec<PathBuf> = fs::read_dir(layout.join("blobs/sha256"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let mut sha = Vec::new();
+    let (a, b) = alternate(
+        n,
+        "verify",
+        |_| {
+            sha.push(report::sha_probe(1));
+            let mut cmd = ctx.airlift_cmd();
+            cmd.arg("verify")
+                .arg(&archive)
+                .arg("--trust")
+                .arg(&ctx.pubkey);
+            run(&mut cmd, &ctx.log("verify-airlift"))
+        },
+        |_| {
+            run(
+                Command::new("sha256sum").args(&blobs),
+                &ctx.log("verify-sha256sum"),
+            )
+        },
+    );
+    comparisons.push(
+        Comparison::new(
+            "verify (whole corpus)",
+            "sha256sum over the layout's blobs",
+            unique_bytes,
+            a,
+            b,
+            String::new(),
+        )
+        .with_limit(sha),
+    );
+
+    // The 1 GiB image alone, both ways.
+    let big_archive = ctx.work.join("big.tar");
+    let big_layout = ctx.work.join("big-layout");
+    let big_roots = [big.clone()];
+    let (a, b) = alternate(
+        n,
+        "export-big",
+        |_| ctx.airlift_export(&["-i", &big.digest_ref], &big_archive, "export-big-airlift"),
+        |_| {
+            ctx.skopeo_export(&big_roots, &big_layout, "export-big-skopeo")
+                .0
+        },
+    );
+    let (big_bytes, _) = dir_bytes(&big_layout.join("blobs/sha256"));
+    comparisons.push(Comparison::new(
+        "export (1 GiB image)",
+        "skopeo copy → OCI layout",
+        big_bytes,
+        a,
+        b,
+        String::new(),
+    ));
+    let (a, b) = alternate(
+        n,
+        "import-big",
+        |_| ctx.airlift_import(&big_archive, "import-big-airlift").0,
+        |_| {
+            ctx.skopeo_import(&big_roots, &big_layout, "import-big-skopeo")
+                .0
+        },
+    );
+    comparisons.push(Comparison::new(
+        "import (1 GiB image)",
+        "skopeo copy from the layout",
+        big_bytes,
+        a,
+        b,
+        String::new(),
+    ));
+    drop(src);
+    CorpusRun {
+        scale: s,
+        unique_bytes,
+        unique_blobs,
+        big_bytes,
+        archive_bytes,
+        layout_bytes,
+        gen_secs,
+        limits: limits.clone(),
+        comparisons,
+    }
+}
+
+/// Total size and count of the files directly in `dir`.
+fn dir_bytes(dir: &Path) -> (u64, usize) {
+    let mut total = 0;
+    let mut n = 0;
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if let Ok(m) = e.metadata() {
+            total += m.len();
+            n += 1;
+        }
+    }
+    (total, n)
+}
+
+/// Scale mode: `n` small images (manifest, config, three layers: five blobs each) in their
+/// own repositories, bundles over the first `n/10` and over all `n`; export, verify and import
+/// of both, so time per image at the two sizes shows whether anything grows faster than linear.
+fn run_scale(ctx: &Ctx, n: usize) -> Vec<ScaleRow> {
+    let t = Instant::now();
+    let src_dir = ctx.work.join("source");
+    let mut store = Store::new(&src_dir.join("storage"));
+    let mut refs = Vec::new();
+    let mut repos = Vec::new();
+    for i in 0..n as u64 {
+        let repo = format!("scale/img-{i:04}");
+        let seed = 100_000 + 3 * i;
+        let m = store.image(
+            &repo,
+            "amd64",
+            &format!("s{i}"),
+            &[(seed, 1024), (seed + 1, 4096), (seed + 2, 16384)],
+        );
+        store.tag_image(&repo, "v1", &m);
+        repos.push((repo, m));
+    }
+    let src = Registry::start(&src_dir, None);
+    for (repo, m) in &repos {
+        refs.push(format!("{}/{repo}@{}", src.host(), m.digest()));
+    }
+    let small = (n / 10).max(1);
+    let sizes = [small, n];
+    let bundles: Vec<String> = sizes
+        .iter()
+        .map(|&k| push_bundle(ctx, &src, &format!("scale/bundle-{k}"), &refs[..k]))
+        .collect();
+    eprintln!(
+        "scale corpus ({n} images) generated in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    if std::env::var_os("BENCH_SERVE").is_some() {
+        println!(
+            "bundles {}\nkey {}\nwork {}",
+            bundles.join(" "),
+            ctx.key.display(),
+            ctx.work.display()
+        );
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+    let mut rows = Vec::new();
+    for (k, bundle) in sizes.iter().zip(&bundles) {
+        let archive = ctx.work.join(format!("scale-{k}.tar"));
+        let (mut ex, mut ve, mut im) = (Vec::new(), Vec::new(), Vec::new());
+        for r in 0..ctx.rounds {
+            ex.push(ctx.airlift_export(&["-b", bundle], &archive, "scale-export"));
+            let mut cmd = ctx.airlift_cmd();
+            cmd.arg("verify")
+                .arg(&archive)
+                .arg("--trust")
+                .arg(&ctx.pubkey);
+            ve.push(run(&mut cmd, &ctx.log("scale-verify")));
+            im.push(ctx.airlift_import(&archive, "scale-import").0);
+            eprintln!(
+                "scale {k} round {r}: export {:.2}s verify {:.2}s import {:.2}s",
+                ex[r].wall, ve[r].wall, im[r].wall
+            );
+        }
+        let archive_bytes = fs::metadata(&archive).map(|m| m.len()).unwrap_or(0);
+        rows.push(ScaleRow {
+            images: *k,
+            blobs: k * 5 + 3,
+            archive_bytes,
+            export: ex,
+            verify: ve,
+            import: im,
+        });
+    }
+    drop(src);
+    rows
+}

@@ -1,0 +1,480 @@
+//! Machine limits measured in the same run, medians, pairwise ratios, targets, markdown.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::corpus::Rng;
+use crate::proc::{Sample, die, output};
+use crate::{CorpusRun, Ctx};
+
+const MB: f64 = 1e6;
+const MIB: f64 = 1048576.0;
+
+/// What this machine can do at best, measured in this run (bytes/s).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Sequential write of random data followed by fdatasync.
+    pub disk_write: f64,
+    /// sha256 (Rust `sha2`, SHA-NI where the CPU has it) on one core.
+    pub sha256_one: f64,
+    /// The same on two threads together.
+    pub sha256_two: f64,
+}
+
+/// Median of a non-empty list (0 for an empty one).
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    match s.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+/// Sequential write of `size` bytes of random data to a new file in `work`, then fdatasync:
+/// bytes per second for the whole (write + flush), which is what an export must also pay.
+pub fn disk_probe(work: &Path, size: u64) -> f64 {
+    let mut buf = vec![0u8; 4 << 20];
+    Rng::new(42).fill(&mut buf);
+    let path = work.join("disk-probe");
+    crate::proc::sync_fs(work);
+    let t = Instant::now();
+    let mut f = File::create(&path).unwrap_or_else(|e| die(&format!("disk probe: {e}")));
+    let mut left = size;
+    let mut round = 0u64;
+    while left > 0 {
+        // A different first word per piece, so no layer below can deduplicate the pieces.
+        buf[..8].copy_from_slice(&round.to_le_bytes());
+        round += 1;
+        let n = (buf.len() as u64).min(left) as usize;
+        f.write_all(&buf[..n])
+            .unwrap_or_else(|e| die(&format!("disk probe: {e}")));
+        left -= n as u64;
+    }
+    f.sync_data()
+        .unwrap_or_else(|e| die(&format!("fdatasync: {e}")));
+    let rate = size as f64 / t.elapsed().as_secs_f64();
+    drop(f);
+    let _ = fs::remove_file(&path);
+    rate
+}
+
+/// sha256 (Rust `sha2`) of 512 MiB per thread on `threads` threads: bytes per second in total.
+pub fn sha_probe(threads: usize) -> f64 {
+    let mut buf = vec![0u8; 4 << 20];
+    Rng::new(7).fill(&mut buf);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut h = Sha256::new();
+                for _ in 0..128 {
+                    h.update(&buf);
+                }
+                std::hint::black_box(h.finalize());
+            });
+        }
+    });
+    (threads * 128 * buf.len()) as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Measures the disk (1 GiB of random data + fdatasync, median of 3) and sha256 rates.
+pub fn measure_limits(work: &Path) -> Limits {
+    let disk: Vec<f64> = (0..3).map(|_| disk_probe(work, 1 << 30)).collect();
+    let one: Vec<f64> = (0..3).map(|_| sha_probe(1)).collect();
+    let two: Vec<f64> = (0..3).map(|_| sha_probe(2)).collect();
+    Limits {
+        disk_write: median(&disk),
+        sha256_one: median(&one),
+        sha256_two: median(&two),
+    }
+}
+
+/// airlift (A) against another tool (B) on the same bytes, round by round.
+pub struct Comparison {
+    /// What was measured.
+    pub name: String,
+    /// The other tool's command, in words.
+    pub other: String,
+    /// Unique bytes moved (throughput = bytes / wall).
+    pub bytes: u64,
+    /// airlift's samples, one per round.
+    pub a: Vec<Sample>,
+    /// The other tool's samples.
+    pub b: Vec<Sample>,
+    /// Anything the numbers need to be read correctly.
+    pub note: String,
+    /// A machine limit (bytes/s) measured just before each round, for fractions of it that do
+    /// not drift with the machine's load.
+    pub limit: Vec<f64>,
+}
+
+impl Comparison {
+    /// Bundles one comparison's samples.
+    pub fn new(
+        name: &str,
+        other: &str,
+        bytes: u64,
+        a: Vec<Sample>,
+        b: Vec<Sample>,
+        note: String,
+    ) -> Comparison {
+        Comparison {
+            name: name.into(),
+            other: other.into(),
+            bytes,
+            a,
+            b,
+            note,
+            limit: Vec::new(),
+        }
+    }
+
+    /// Attaches the per-round limit measurements.
+    pub fn with_limit(mut self, limit: Vec<f64>) -> Comparison {
+        self.limit = limit;
+        self
+    }
+
+    /// Median over rounds of airlift's throughput / the limit measured just before that round.
+    pub fn fraction_of_limit(&self) -> f64 {
+        let r: Vec<f64> = self
+            .a
+            .iter()
+            .zip(&self.limit)
+            .map(|(a, l)| self.bytes as f64 / a.wall / l)
+            .collect();
+        median(&r)
+    }
+
+    /// Median of `other wall / airlift wall`, computed pair by pair (round by round), so that
+    /// machine noise that hits both runs of a round cancels out.
+    pub fn speedup(&self) -> f64 {
+        let r: Vec<f64> = self
+            .a
+            .iter()
+            .zip(&self.b)
+            .map(|(a, b)| b.wall / a.wall)
+            .collect();
+        median(&r)
+    }
+
+    /// airlift's median throughput in bytes/s.
+    pub fn rate_a(&self) -> f64 {
+        self.bytes as f64 / med(&self.a, |s| s.wall)
+    }
+
+    /// airlift's peak RSS over all rounds, MiB.
+    pub fn rss_a(&self) -> f64 {
+        self.a.iter().map(|s| s.rss_kib).max().unwrap_or(0) as f64 / 1024.0
+    }
+}
+
+fn med(v: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
+    median(&v.iter().map(f).collect::<Vec<_>>())
+}
+
+fn row(out: &mut String, step: &str, tool: &str, bytes: u64, v: &[Sample], ratio: &str) {
+    let wall = med(v, |s| s.wall);
+    let walls: Vec<String> = v.iter().map(|s| format!("{:.2}", s.wall)).collect();
+    let cpu = med(v, |s| s.cpu);
+    out.push_str(&format!(
+        "| {step} | {tool} | {wall:.2} ({}) | {:.0} | {cpu:.2} | {:.0} | {:.1} | {ratio} |\n",
+        walls.join(", "),
+        bytes as f64 / wall / MB,
+        bytes as f64 / cpu / MB,
+        v.iter().map(|s| s.rss_kib).max().unwrap_or(0) as f64 / 1024.0,
+    ));
+}
+
+/// `/proc/loadavg`'s three averages: other work on the machine shows in wall times.
+pub fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Describes the machine and the tool versions.
+fn machine(ctx: &Ctx) -> String {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let flags = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .unwrap_or("");
+    let sha_ni = if flags.split_whitespace().any(|f| f == "sha_ni") {
+        "with SHA-NI"
+    } else {
+        "without SHA-NI"
+    };
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<f64>().ok())
+        .map(|k| format!("{:.1} GiB", k / MIB))
+        .unwrap_or_default();
+    let work = ctx.work.to_string_lossy().into_owned();
+    let disk = output("findmnt", &["-no", "SOURCE,FSTYPE", "-T", &work]);
+    let airlift = ctx.airlift.to_string_lossy().into_owned();
+    let rev = output("git", &["rev-parse", "--short", "HEAD"]);
+    let dirty = if output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty() {
+        ""
+    } else {
+        " (with uncommitted changes)"
+    };
+    format!(
+        "- CPU: {model}, {cores} cores {sha_ni}; memory {mem}\n\
+         - Kernel: {}; work dir on {disk}\n\
+         - airlift {} (commit {rev}{dirty}); {}; docker-registry {}\n\
+         - Date: {}; load average (1/5/15 min) at start {}, at end {}\n",
+        output("uname", &["-sr"]),
+        output(&airlift, &["--version"]),
+        output("skopeo", &["--version"]),
+        output("dpkg-query", &["-W", "-f=${Version}", "docker-registry"]),
+        output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        ctx.load_at_start,
+        loadavg(),
+    )
+}
+
+fn limits_md(l: &Limits) -> String {
+    format!(
+        "| limit | MB/s |\n|---|---|\n\
+         | disk: sequential write of random data + fdatasync (1 GiB, median of 3) | {:.0} |\n\
+         | sha256, one core (Rust `sha2`) | {:.0} |\n\
+         | sha256, two threads | {:.0} |\n",
+        l.disk_write / MB,
+        l.sha256_one / MB,
+        l.sha256_two / MB
+    )
+}
+
+/// The results document of the corpus mode.
+pub fn markdown(ctx: &Ctx, r: &CorpusRun) -> String {
+    let mut s = String::from("# airlift benchmark results\n\n");
+    s.push_str(
+        "Written by `make bench` (`bench/src/main.rs`); see `bench/README.md` for method and analysis.\n\n## Machine\n\n",
+    );
+    s.push_str(&machine(ctx));
+    s.push_str(&format!(
+        "\n## Corpus\n\nBENCH_SCALE={}: {} unique blobs, {:.1} MB unique bytes ({:.1} MB in the 1 GiB-class image), \
+         generated in {:.1}s. Rounds: {} (tools alternating, fresh state each round).\n\n\
+         Archive: {} bytes = unique bytes + {:.3}% (skopeo's layout blobs: {} bytes; it does not copy the two bundle images, which it cannot store in `oci:`).\n\n",
+        r.scale,
+        r.unique_blobs,
+        r.unique_bytes as f64 / MB,
+        r.big_bytes as f64 / MB,
+        r.gen_secs,
+        ctx.rounds,
+        r.archive_bytes,
+        (r.archive_bytes as f64 / r.unique_bytes as f64 - 1.0) * 100.0,
+        r.layout_bytes,
+    ));
+    s.push_str("## Machine limits, measured at the start of this run\n\nThe targets below use the disk and sha256 rates measured again just before each export and verify round, pair by pair.\n\n");
+    s.push_str(&limits_md(&r.limits));
+    s.push_str(
+        "\n## Results\n\nMedian wall time (each round's in brackets), throughput = unique bytes / median wall, \
+         median user+sys CPU, peak RSS over all rounds, and the other tool's wall / airlift's wall computed \
+         round by round (median; > 1 means airlift is faster). MB per CPU-s (unique bytes / the tool's own \
+         user+sys CPU) does not depend on what else runs on the machine; wall-clock numbers do.\n\n\
+         | step | tool | wall s | MB/s | CPU s | MB per CPU-s | peak RSS MiB | speed-up |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for c in &r.comparisons {
+        row(
+            &mut s,
+            &c.name,
+            "airlift",
+            c.bytes,
+            &c.a,
+            &format!("**{:.2}×**", c.speedup()),
+        );
+        row(&mut s, &c.name, &c.other, c.bytes, &c.b, "");
+    }
+    let notes: Vec<String> = r
+        .comparisons
+        .iter()
+        .filter(|c| !c.note.is_empty())
+        .map(|c| format!("- {}: {}\n", c.name, c.note))
+        .collect();
+    if !notes.is_empty() {
+        s.push('\n');
+        s.push_str(&notes.concat());
+    }
+    s.push_str("\n## Targets (reported, not enforced)\n\n| target | measured | goal | |\n|---|---|---|---|\n");
+    let find = |n: &str| r.comparisons.iter().find(|c| c.name == n);
+    let mut s_extra: Vec<String> = Vec::new();
+    let mut target = |name: &str, measured: String, goal: String, ok: bool| {
+        s.push_str(&format!(
+            "| {name} | {measured} | {goal} | {} |\n",
+            if ok { "met" } else { "**missed**" }
+        ));
+    };
+    if let Some(c) = find("export (whole corpus)") {
+        let sp = c.speedup();
+        target(
+            "export vs skopeo",
+            format!("{sp:.2}×"),
+            "≥ 1.5×".into(),
+            sp >= 1.5,
+        );
+        let frac = c.fraction_of_limit();
+        target(
+            "export vs disk write limit (archive fsynced)",
+            format!("{:.0} MB/s = {:.0}%", c.rate_a() / MB, frac * 100.0),
+            format!(
+                "≥ 80% of the disk limit measured before each round (median {:.0} MB/s)",
+                median(&c.limit) / MB
+            ),
+            frac >= 0.8,
+        );
+        target(
+            "export peak RSS",
+            format!("{:.1} MiB", c.rss_a()),
+            "≤ 64 MiB".into(),
+            c.rss_a() <= 64.0,
+        );
+    }
+    if let Some(c) = find("import (whole corpus)") {
+        let sp = c.speedup();
+        target(
+            "import vs skopeo (TLS registry)",
+            format!("{sp:.2}×"),
+            "≥ 1.5×".into(),
+            sp >= 1.5,
+        );
+        target(
+            "import peak RSS",
+            format!("{:.1} MiB", c.rss_a()),
+            "≤ 64 MiB".into(),
+            c.rss_a() <= 64.0,
+        );
+    }
+    if let Some(c) = find("verify (whole corpus)") {
+        let frac = c.fraction_of_limit();
+        target(
+            "verify vs one-core sha256",
+            format!("{:.0} MB/s = {:.0}%", c.rate_a() / MB, frac * 100.0),
+            format!(
+                "≥ 90% of the one-core rate measured before each round (median {:.0} MB/s)",
+                median(&c.limit) / MB
+            ),
+            frac >= 0.9,
+        );
+        let per_cpu = c.bytes as f64 / med(&c.a, |s| s.cpu);
+        s_extra.push(format!(
+            "verify per CPU-second: {:.0} MB = {:.0}% of the one-core sha256 rate measured in its rounds \
+             (the probe is timed by the wall clock under the same load, so this can pass 100%)",
+            per_cpu / MB,
+            per_cpu / median(&c.limit) * 100.0
+        ));
+    }
+    for n in ["export (1 GiB image)", "import (1 GiB image)"] {
+        if let Some(c) = find(n) {
+            target(
+                &format!("{n} peak RSS"),
+                format!("{:.1} MiB", c.rss_a()),
+                "≤ 64 MiB".into(),
+                c.rss_a() <= 64.0,
+            );
+        }
+    }
+    let over = r.archive_bytes as f64 / r.unique_bytes as f64 - 1.0;
+    target(
+        "archive overhead",
+        format!("{:.3}%", over * 100.0),
+        "≤ 0.5%".into(),
+        over <= 0.005,
+    );
+    for e in s_extra {
+        s.push_str(&format!("\n{e}\n"));
+    }
+    s
+}
+
+/// One size of the scale mode.
+pub struct ScaleRow {
+    /// Images in the bundle.
+    pub images: usize,
+    /// Blobs in the archive (five per image plus the bundle's three).
+    pub blobs: usize,
+    /// Archive size.
+    pub archive_bytes: u64,
+    /// airlift export samples.
+    pub export: Vec<Sample>,
+    /// airlift verify samples.
+    pub verify: Vec<Sample>,
+    /// airlift import samples.
+    pub import: Vec<Sample>,
+}
+
+/// The results document of the scale mode.
+pub fn scale_markdown(ctx: &Ctx, limits: &Limits, rows: &[ScaleRow], n: usize) -> String {
+    let mut s = String::from("# airlift scale benchmark results\n\n");
+    s.push_str(&format!(
+        "Written by `make bench-scale` (`bench/src/main.rs`, BENCH_MODE=scale): {n} small images in their own \
+         repositories (manifest, config and three layers of 1, 4 and 16 KiB each), one bundle over the first \
+         {} and one over all; export, verify and import of each (import into a fresh TLS + basic-auth registry), \
+         {} rounds. Linear growth means equal time per image at both sizes.\n\n## Machine\n\n",
+        rows.first().map(|r| r.images).unwrap_or(0),
+        ctx.rounds
+    ));
+    s.push_str(&machine(ctx));
+    s.push('\n');
+    s.push_str(&limits_md(limits));
+    s.push_str(
+        "\n## Results (median wall; ms per image; peak RSS)\n\n\
+         | images | blobs | archive MB | export s | ms/image | RSS MiB | verify s | ms/image | RSS MiB | import s | ms/image | RSS MiB |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let per = |v: &[Sample], k: usize| med(v, |x| x.wall) * 1000.0 / k as f64;
+    let rss = |v: &[Sample]| v.iter().map(|x| x.rss_kib).max().unwrap_or(0) as f64 / 1024.0;
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {} | {:.1} | {:.2} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} |\n",
+            r.images,
+            r.blobs,
+            r.archive_bytes as f64 / MB,
+            med(&r.export, |x| x.wall),
+            per(&r.export, r.images),
+            rss(&r.export),
+            med(&r.verify, |x| x.wall),
+            per(&r.verify, r.images),
+            rss(&r.verify),
+            med(&r.import, |x| x.wall),
+            per(&r.import, r.images),
+            rss(&r.import),
+        ));
+    }
+    if let [a, b] = rows {
+        s.push_str(&format!(
+            "\nGrowth of time per image from {} to {} images (1.0 = linear; a quadratic step would show ≈ {:.0}):\n\n\
+             | step | ratio |\n|---|---|\n| export | {:.2} |\n| verify | {:.2} |\n| import | {:.2} |\n",
+            a.images,
+            b.images,
+            b.images as f64 / a.images as f64,
+            per(&b.export, b.images) / per(&a.export, a.images),
+            per(&b.verify, b.images) / per(&a.verify, a.images),
+            per(&b.import, b.images) / per(&a.import, a.images),
+        ));
+    }
+    s
+}
