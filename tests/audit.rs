@@ -50,32 +50,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn python_validate(schema: &str, instance: &Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let inst = dir.path().join("i.json");
-    std::fs::write(&inst, serde_json::to_vec(instance).unwrap()).unwrap();
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("format-spec")
-        .join(schema);
-    let script = "import json,sys,jsonschema\n\
-                  s=json.load(open(sys.argv[1])); i=json.load(open(sys.argv[2]))\n\
-                  jsonschema.Draft202012Validator.check_schema(s)\n\
-                  jsonschema.Draft202012Validator(s).validate(i)\n";
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&schema)
-        .arg(&inst)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        schema.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// (name, bytes) of every entry of a plain ustar archive.
 fn tar_entries(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
@@ -289,7 +263,7 @@ fn inspect_reports_what_was_exported() {
         &["inspect", s(&archive), "--json", "--trust", s(&w.public)],
     );
     let report: Value = serde_json::from_str(&ok(&out)).unwrap();
-    python_validate("inspect.schema.json", &report);
+    support::validate_json_schema("inspect.schema.json", &report);
     assert_eq!(report.as_array().unwrap().len(), 1);
     let r = &report[0];
     assert_eq!(r["schema"], "airlift-inspect/v1");
@@ -418,7 +392,7 @@ fn inspect_reports_what_was_exported() {
     );
     code(&out, 1);
     let many: Value = serde_json::from_slice(&out.stdout).unwrap();
-    python_validate("inspect.schema.json", &many);
+    support::validate_json_schema("inspect.schema.json", &many);
     assert_eq!(many[0]["signatures"][0]["status"], "unchecked");
     assert_eq!(many[1]["compressed"], true);
     assert_eq!(many[1]["manifestDigest"], r["manifestDigest"]);
@@ -482,7 +456,7 @@ fn import_receipt_is_written_signed_and_verified() {
     ));
     let bytes = std::fs::read(&receipt).unwrap();
     let r: Value = serde_json::from_slice(&bytes).unwrap();
-    python_validate("receipt.schema.json", &r);
+    support::validate_json_schema("receipt.schema.json", &r);
     // Canonical JSON: re-serialising the parsed value gives the same bytes.
     assert_eq!(serde_json::to_vec(&r).unwrap(), bytes);
     assert_eq!(r["format"], "airlift-import-receipt");
@@ -628,7 +602,7 @@ fn import_receipt_is_written_signed_and_verified() {
     ));
     assert!(!sig.exists());
     let r2: Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
-    python_validate("receipt.schema.json", &r2);
+    support::validate_json_schema("receipt.schema.json", &r2);
     assert!(r2.get("signer").is_none());
     assert_eq!(r2["blobs"].as_array().unwrap().len(), w.blobs.len());
     for b in r2["blobs"].as_array().unwrap() {

@@ -32,33 +32,6 @@ fn run(home: &Path, args: &[&str]) -> std::process::Output {
         .expect("run airlift")
 }
 
-/// Validates `instance` against `format-spec/SCHEMA` with python3-jsonschema.
-fn python_validate(schema: &str, instance: &Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let inst = dir.path().join("i.json");
-    std::fs::write(&inst, serde_json::to_vec(instance).unwrap()).unwrap();
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("format-spec")
-        .join(schema);
-    let script = "import json,sys,jsonschema\n\
-                  s=json.load(open(sys.argv[1])); i=json.load(open(sys.argv[2]))\n\
-                  jsonschema.Draft202012Validator.check_schema(s)\n\
-                  jsonschema.Draft202012Validator(s).validate(i)\n";
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&schema)
-        .arg(&inst)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        schema.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The `airlift/manifest.json` of a plain archive file.
 fn manifest_of(path: &Path) -> Value {
     let bytes = std::fs::read(path).unwrap();
@@ -294,10 +267,10 @@ fn one_mib_volumes_verify_alone_and_import_one_per_run_in_any_order() {
         assert_eq!(report["volumeCount"], count);
         assert_eq!(report["volumesNeeded"].as_array().unwrap().len(), count - 1);
         assert!(report["blobsChecked"].as_u64().unwrap() >= 1);
-        python_validate("verify-report.schema.json", &report);
+        support::validate_json_schema("verify-report.schema.json", &report);
     }
     let manifest = manifest_of(&volumes[0]);
-    python_validate("manifest.schema.json", &manifest);
+    support::validate_json_schema("manifest.schema.json", &manifest);
     assert_eq!(manifest["volume"]["count"], count);
     assert_eq!(manifest["volume"]["maxSize"], MIB);
     let text = expect_ok(&run(
@@ -311,7 +284,7 @@ fn one_mib_volumes_verify_alone_and_import_one_per_run_in_any_order() {
         ],
     ));
     let inspected: Value = serde_json::from_str(&text).unwrap();
-    python_validate("inspect.schema.json", &inspected);
+    support::validate_json_schema("inspect.schema.json", &inspected);
     assert_eq!(inspected[0]["thisVolume"], count);
     assert_eq!(inspected[0]["volume"]["count"], count);
     let mut all: Vec<&str> = vec!["verify"];

@@ -28,6 +28,8 @@
 //! - [`Corpus`] (module [`corpus`]): images sharing layers, a two-platform index, a nested and
 //!   an outer bundle in a registry, with every digest and the unique blob set; plus the
 //!   `airlift` runner and tar-by-offset helpers that export/import tests share.
+//! - [`validate_json_schema`]: check a JSON document against `format-spec/*.schema.json` with
+//!   python3-jsonschema, independent of airlift's own code.
 //! - [`sha256_digest`]: expected digests computed with `sha2`, independent of airlift's code.
 //! - [`proxy::FaultProxy`]: a fault-injecting HTTP/1.1 proxy on 127.0.0.1 in front of a
 //!   [`Registry`] (injected 5xx/429 answers, connections cut after N bytes, delays).
@@ -62,6 +64,7 @@ mod layout;
 pub mod proxy;
 mod registry;
 mod rss;
+mod schema;
 mod skopeo;
 pub mod synth;
 pub mod token;
@@ -82,6 +85,8 @@ pub use layout::{
 pub use registry::{Registry, free_port};
 #[allow(unused_imports)]
 pub use rss::{Measured, run_measuring_rss};
+#[allow(unused_imports)]
+pub use schema::validate_json_schema;
 #[allow(unused_imports)]
 pub use skopeo::{
     skopeo_inspect_raw, skopeo_list_tags, skopeo_pull, skopeo_push, skopeo_push_with_creds,
