@@ -10,44 +10,21 @@ use std::process::{Command, Output};
 
 use airlift::digest::Digest;
 use serde_json::Value;
-use support::{ImageSpec, LayerSpec, Registry, WrittenImage, WrittenIndex};
+use support::{
+    ImageSpec, LayerSpec, Registry, WrittenImage, WrittenIndex, airlift_cmd, expect_code,
+    expect_ok, s,
+};
 
 const EPOCH: &str = "1767225600";
 const EPOCH_RFC3339: &str = "2026-01-01T00:00:00Z";
 
+/// airlift with this file's fixed `SOURCE_DATE_EPOCH`, so timestamps are predictable.
 fn airlift(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_airlift"))
-        .args(args)
-        .env("HOME", home)
-        .env("DOCKER_CONFIG", home.join(".docker"))
+    airlift_cmd(home)
         .env("SOURCE_DATE_EPOCH", EPOCH)
+        .args(args)
         .output()
         .expect("run airlift")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "airlift failed ({:?}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn code(out: &Output, expected: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(expected),
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// (name, bytes) of every entry of a plain ustar archive.
@@ -163,7 +140,7 @@ fn world() -> World {
     )
     .unwrap();
     std::fs::write(inner_dir.join("inner.yaml"), "image: plain\n").unwrap();
-    ok(&airlift(
+    expect_ok(&airlift(
         dir,
         &[
             "push",
@@ -187,7 +164,7 @@ fn world() -> World {
     .unwrap();
     std::fs::write(outer_dir.join("outer.yaml"), "images: [inner, multi]\n").unwrap();
     let outer_ref = reg.reference("apps/outer:1");
-    ok(&airlift(
+    expect_ok(&airlift(
         dir,
         &["push", "-b", &outer_ref, "-f", s(&outer_dir)],
     ));
@@ -200,7 +177,7 @@ fn world() -> World {
     image_blobs(&plain, &mut blobs);
 
     let key = dir.join("release");
-    let fingerprint = ok(&airlift(dir, &["keygen", "--out", s(&key)]))
+    let fingerprint = expect_ok(&airlift(dir, &["keygen", "--out", s(&key)]))
         .trim()
         .to_owned();
     World {
@@ -233,7 +210,7 @@ fn export(w: &World, out: &Path, extra: &[&str]) {
         "-q",
     ];
     args.extend_from_slice(extra);
-    ok(&airlift(w.home.path(), &args));
+    expect_ok(&airlift(w.home.path(), &args));
 }
 
 fn by_digest<'a>(items: &'a Value, digest: &Digest) -> &'a Value {
@@ -262,7 +239,7 @@ fn inspect_reports_what_was_exported() {
         dir,
         &["inspect", s(&archive), "--json", "--trust", s(&w.public)],
     );
-    let report: Value = serde_json::from_str(&ok(&out)).unwrap();
+    let report: Value = serde_json::from_str(&expect_ok(&out)).unwrap();
     support::validate_json_schema("inspect.schema.json", &report);
     assert_eq!(report.as_array().unwrap().len(), 1);
     let r = &report[0];
@@ -371,7 +348,7 @@ fn inspect_reports_what_was_exported() {
     assert!(r.get("volume").is_none() && r.get("base").is_none());
 
     // Human output names the essentials.
-    let human = ok(&airlift(dir, &["inspect", s(&archive)]));
+    let human = expect_ok(&airlift(dir, &["inspect", s(&archive)]));
     for needle in [
         w.outer_ref.as_str(),
         w.fingerprint.as_str(),
@@ -390,7 +367,7 @@ fn inspect_reports_what_was_exported() {
         dir,
         &["inspect", "--json", s(&archive), s(&zst), s(&missing)],
     );
-    code(&out, 1);
+    expect_code(&out, 1);
     let many: Value = serde_json::from_slice(&out.stdout).unwrap();
     support::validate_json_schema("inspect.schema.json", &many);
     assert_eq!(many[0]["signatures"][0]["status"], "unchecked");
@@ -402,7 +379,7 @@ fn inspect_reports_what_was_exported() {
 
     // A key that did not sign: the signature is untrusted and inspect exits 1.
     let other = dir.join("other");
-    ok(&airlift(dir, &["keygen", "--out", s(&other)]));
+    expect_ok(&airlift(dir, &["keygen", "--out", s(&other)]));
     let out = airlift(
         dir,
         &[
@@ -413,7 +390,7 @@ fn inspect_reports_what_was_exported() {
             &format!("{}.pub", other.display()),
         ],
     );
-    code(&out, 1);
+    expect_code(&out, 1);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["signatures"][0]["status"], "untrusted");
     assert_eq!(v[0]["validSignatures"], 0);
@@ -425,18 +402,21 @@ fn import_receipt_is_written_signed_and_verified() {
     let dir = w.home.path();
     let archive = dir.join("outer.tar");
     export(&w, &archive, &[]);
-    let inspected: Value =
-        serde_json::from_str(&ok(&airlift(dir, &["inspect", "--json", s(&archive)]))).unwrap();
+    let inspected: Value = serde_json::from_str(&expect_ok(&airlift(
+        dir,
+        &["inspect", "--json", s(&archive)],
+    )))
+    .unwrap();
     let dest = Registry::start_plain();
     let to_repo = dest.reference("imported/app");
     let import_key = dir.join("import-side");
-    let import_fp = ok(&airlift(dir, &["keygen", "--out", s(&import_key)]))
+    let import_fp = expect_ok(&airlift(dir, &["keygen", "--out", s(&import_key)]))
         .trim()
         .to_owned();
     let import_pub = format!("{}.pub", import_key.display());
     let receipt = dir.join("receipt.json");
     let lock_out = dir.join("relocated.yml");
-    ok(&airlift(
+    expect_ok(&airlift(
         dir,
         &[
             "import",
@@ -552,13 +532,13 @@ fn import_receipt_is_written_signed_and_verified() {
         "{}",
         String::from_utf8_lossy(&st.stderr)
     );
-    let out = ok(&airlift(
+    let out = expect_ok(&airlift(
         dir,
         &["verify-receipt", s(&receipt), "--trust", &import_pub],
     ));
     assert!(out.contains("OK: the receipt verifies"), "{out}");
     // The archive signer's key is not the receipt signer's.
-    code(
+    expect_code(
         &airlift(
             dir,
             &["verify-receipt", s(&receipt), "--trust", s(&w.public)],
@@ -566,7 +546,7 @@ fn import_receipt_is_written_signed_and_verified() {
         1,
     );
     // Neither --trust nor --allow-unsigned: usage error.
-    code(&airlift(dir, &["verify-receipt", s(&receipt)]), 2);
+    expect_code(&airlift(dir, &["verify-receipt", s(&receipt)]), 2);
 
     // Tampered receipt: one destination changed.
     let tampered = dir.join("tampered.json");
@@ -581,12 +561,12 @@ fn import_receipt_is_written_signed_and_verified() {
         dir,
         &["verify-receipt", s(&tampered), "--trust", &import_pub],
     );
-    code(&out, 1);
+    expect_code(&out, 1);
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not verify"));
 
     // A second import of the same archive, unsigned receipt at the same path: everything is
     // already present, and the stale signature is gone.
-    ok(&airlift(
+    expect_ok(&airlift(
         dir,
         &[
             "import",
@@ -612,9 +592,9 @@ fn import_receipt_is_written_signed_and_verified() {
         dir,
         &["verify-receipt", s(&receipt), "--trust", &import_pub],
     );
-    code(&out, 1);
+    expect_code(&out, 1);
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsigned"));
-    let out = ok(&airlift(
+    let out = expect_ok(&airlift(
         dir,
         &["verify-receipt", s(&receipt), "--allow-unsigned"],
     ));

@@ -11,7 +11,7 @@ use std::process::Command;
 use serde_json::Value;
 use support::{Corpus, ImageSpec, LayerSpec, Registry, airlift, expect_code, expect_ok};
 
-use support::corpus::s;
+use support::s;
 
 /// Names in a tar file, by GNU tar (`tar -tf`), in order.
 fn gnu_tar_list(archive: &Path) -> Vec<String> {

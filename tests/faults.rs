@@ -13,10 +13,10 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::corpus::s;
 use support::proxy::{Fault, FaultProxy};
+use support::s;
 use support::synth::{SynthArchive, synth_image};
-use support::{ImageSpec, LayerSpec, Registry, airlift, airlift_cmd, expect_ok};
+use support::{ImageSpec, LayerSpec, Registry, airlift, airlift_cmd, expect_ok, output_text};
 
 /// Tags of `repo`, empty when the repository has none (a failed import may leave blobs).
 fn tags(reg: &Registry, repo: &str) -> Vec<String> {
@@ -52,14 +52,6 @@ fn registry_state(reg: &Registry) -> BTreeMap<String, BTreeMap<String, Vec<u8>>>
         state.insert(repo, by_tag);
     }
     state
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// A source registry holding one image of three 2 MiB layers (big enough to be cut mid-body).
@@ -124,7 +116,7 @@ fn export_through_a_faulty_network_retries_resumes_and_matches() {
     let failed = h.join("failed.tar");
     let out = export(h, &reference, &failed, &["--registry-retry-count", "1"]);
     assert!(!out.status.success(), "export succeeded through 100 503s");
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(t.contains("503") && t.contains(&proxy.host()), "{t}");
     assert_no_output(&failed);
     proxy.clear();
@@ -213,7 +205,7 @@ fn import_through_a_faulty_network_retries_and_matches() {
         &["--registry-retry-count", "1"],
     );
     assert!(!out.status.success(), "import succeeded through 100 503s");
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(t.contains("503") && t.contains(&proxy2.host()), "{t}");
     assert!(
         registry_state(&target2)
@@ -286,7 +278,7 @@ fn target_registry_killed_mid_import_then_restarted_rerun_matches() {
         !out.status.success(),
         "import survived the registry's death"
     );
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(
         t.contains(&proxy.host()),
         "error does not name the registry: {t}"
@@ -426,7 +418,7 @@ fn disk_full_while_exporting_leaves_nothing() {
             let extra: &[&str] = if zstd { &["--zstd"] } else { &[] };
             let out = export(h, &reference, &out_path, extra);
             assert!(!out.status.success(), "export onto a full disk succeeded");
-            let t = text(&out);
+            let t = output_text(&out);
             assert!(
                 t.contains("No space left on device") && t.contains("out.tar"),
                 "{t}"
@@ -468,7 +460,7 @@ fn disk_full_while_exporting_leaves_nothing() {
     }
     let out = cmd.output().unwrap();
     assert!(!out.status.success(), "export past RLIMIT_FSIZE succeeded");
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(t.contains("File too large") && t.contains("out.tar"), "{t}");
     assert_dir_empty(dir.path(), "RLIMIT_FSIZE");
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::corpus::s;
+use support::s;
 use support::{Corpus, ImageSpec, LayerSpec, Registry, airlift, expect_code, expect_ok};
 
 /// Sorted tags of `repo`, empty when the repository does not exist.

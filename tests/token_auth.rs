@@ -10,7 +10,7 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use support::corpus::s;
+use support::s;
 use support::{ImageSpec, LayerSpec, Registry, WrittenImage, expect_code, expect_ok};
 
 /// `airlift ARGS` with a private HOME and no `AIRLIFT_REGISTRY_*` from the host.

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::corpus::s;
+use support::s;
 use support::{
     ImageSpec, LayerSpec, Registry, WrittenImage, airlift, airlift_cmd, expect_code, expect_ok,
     push_bundle, skopeo_push, write_oci_image,

@@ -17,65 +17,17 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use airlift::digest::Digest;
 use serde_json::Value;
 
+use super::cli::{airlift, expect_ok, s};
 use super::layout::{ImageSpec, LayerSpec, WrittenImage, WrittenIndex};
 use super::registry::Registry;
 use super::{sha256_digest, skopeo_inspect_raw, skopeo_push, write_oci_image, write_oci_index};
 
 /// Size of the shared base layer's file (gzip'd; random data does not shrink).
 const BASE_SIZE: u64 = 1024 * 1024;
-
-/// Runs the real `airlift` binary with a private HOME (no docker config of the host leaks in).
-pub fn airlift(home: &Path, args: &[&str]) -> Output {
-    airlift_cmd(home).args(args).output().expect("run airlift")
-}
-
-/// The `airlift` binary as a [`Command`] with a private HOME, for callers that add env or spawn.
-pub fn airlift_cmd(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_airlift"));
-    cmd.env("HOME", home)
-        .env("DOCKER_CONFIG", home.join(".docker"))
-        .env_remove("AIRLIFT_REGISTRY_HOSTNAME")
-        .env_remove("AIRLIFT_REGISTRY_USERNAME")
-        .env_remove("AIRLIFT_REGISTRY_PASSWORD");
-    cmd
-}
-
-/// Panics with airlift's output unless it exited 0; returns stdout.
-pub fn expect_ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "airlift failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Panics unless airlift exited with `code`; returns stdout + stderr for message checks.
-pub fn expect_code(out: &Output, code: i32) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "expected exit {code}:\n{text}"
-    );
-    text
-}
-
-/// A path as `&str` (test paths are always UTF-8 temp paths).
-pub fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
 
 /// One image or index of the corpus.
 #[derive(Clone, Debug)]

@@ -27,7 +27,10 @@
 //! - [`free_port`]: a currently free TCP port on 127.0.0.1.
 //! - [`Corpus`] (module [`corpus`]): images sharing layers, a two-platform index, a nested and
 //!   an outer bundle in a registry, with every digest and the unique blob set; plus the
-//!   `airlift` runner and tar-by-offset helpers that export/import tests share.
+//!   tar-by-offset helpers that export/import tests share.
+//! - [`cli`]: run the real binary with a private HOME ([`airlift`], [`airlift_cmd`] to add env)
+//!   and check its exit ([`expect_ok`], [`expect_code`], [`expect_failed`]) with all of its
+//!   output in the panic message; [`s`] for paths as arguments.
 //! - [`validate_json_schema`]: check a JSON document against `format-spec/*.schema.json` with
 //!   python3-jsonschema, independent of airlift's own code.
 //! - [`sha256_digest`]: expected digests computed with `sha2`, independent of airlift's code.
@@ -58,6 +61,7 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod corpus;
 mod http;
 mod layout;
@@ -71,9 +75,10 @@ pub mod token;
 
 // Each test file uses a different subset of the harness.
 #[allow(unused_imports)]
+pub use cli::{airlift, airlift_cmd, expect_code, expect_failed, expect_ok, output_text, s};
+#[allow(unused_imports)]
 pub use corpus::{
-    Corpus, CorpusBundle, CorpusImage, TarEntry, airlift, airlift_cmd, expect_code, expect_ok,
-    push_bundle, tar_entries, ustar_header,
+    Corpus, CorpusBundle, CorpusImage, TarEntry, push_bundle, tar_entries, ustar_header,
 };
 #[allow(unused_imports)]
 pub use http::{HttpResponse, catalog, http_get};

@@ -1,0 +1,68 @@
+//! Running the real `airlift` binary the way a user does, isolated from the host's
+//! configuration, and checking how it exited with its whole output in the failure message.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs the real `airlift` binary with a private HOME (no docker config of the host leaks in).
+pub fn airlift(home: &Path, args: &[&str]) -> Output {
+    airlift_cmd(home).args(args).output().expect("run airlift")
+}
+
+/// The `airlift` binary as a [`Command`] with a private HOME, for callers that add env (such as
+/// `SOURCE_DATE_EPOCH`) or spawn it.
+pub fn airlift_cmd(home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_airlift"));
+    cmd.env("HOME", home)
+        .env("DOCKER_CONFIG", home.join(".docker"))
+        .env_remove("AIRLIFT_REGISTRY_HOSTNAME")
+        .env_remove("AIRLIFT_REGISTRY_USERNAME")
+        .env_remove("AIRLIFT_REGISTRY_PASSWORD");
+    cmd
+}
+
+/// stdout followed by stderr, lossily decoded: what a user saw, for message checks.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Panics with airlift's output unless it exited 0; returns stdout.
+pub fn expect_ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "airlift failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Panics with airlift's output unless it exited with `code`; returns stdout + stderr for
+/// message checks.
+pub fn expect_code(out: &Output, code: i32) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "expected exit {code}:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    output_text(out)
+}
+
+/// Panics with airlift's output unless it exited 1 (a plain failure); returns stderr alone, for
+/// checks that the message is where a user's terminal shows errors.
+pub fn expect_failed(out: &Output) -> String {
+    expect_code(out, 1);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A path as `&str` (test paths are always UTF-8 temp paths).
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
