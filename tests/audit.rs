@@ -27,22 +27,6 @@ fn airlift(home: &Path, args: &[&str]) -> Output {
         .expect("run airlift")
 }
 
-/// (name, bytes) of every entry of a plain ustar archive.
-fn tar_entries(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos + 512 <= bytes.len() && bytes[pos..pos + 512].iter().any(|&b| b != 0) {
-        let h = &bytes[pos..pos + 512];
-        let end = h[..100].iter().position(|&b| b == 0).unwrap_or(100);
-        let name = String::from_utf8(h[..end].to_vec()).unwrap();
-        let size_text = std::str::from_utf8(&h[124..135]).unwrap();
-        let size = usize::from_str_radix(size_text.trim_matches(char::from(0)).trim(), 8).unwrap();
-        out.push((name, bytes[pos + 512..pos + 512 + size].to_vec()));
-        pos += 512 + size.div_ceil(512) * 512;
-    }
-    out
-}
-
 /// Content built in a registry: an outer bundle locking an inner bundle and a multi-arch
 /// index; the inner bundle locks a plain image.
 struct World {
@@ -229,11 +213,12 @@ fn inspect_reports_what_was_exported() {
     let archive = dir.join("outer.tar");
     export(&w, &archive, &[]);
     let bytes = std::fs::read(&archive).unwrap();
-    let manifest_bytes = tar_entries(&bytes)
+    let manifest_bytes = support::tar_entries(&bytes)
         .into_iter()
-        .find(|(n, _)| n == "airlift/manifest.json")
+        .find(|e| e.name == "airlift/manifest.json")
         .unwrap()
-        .1;
+        .data(&bytes)
+        .to_vec();
 
     let out = airlift(
         dir,

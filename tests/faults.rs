@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -16,43 +15,9 @@ use serde_json::Value;
 use support::proxy::{Fault, FaultProxy};
 use support::s;
 use support::synth::{SynthArchive, synth_image};
-use support::{ImageSpec, LayerSpec, Registry, airlift, airlift_cmd, expect_ok, output_text};
-
-/// Tags of `repo`, empty when the repository has none (a failed import may leave blobs).
-fn tags(reg: &Registry, repo: &str) -> Vec<String> {
-    let resp = support::http_get(reg, &format!("/v2/{repo}/tags/list?n=10000"));
-    if resp.status == 404 {
-        return Vec::new();
-    }
-    assert_eq!(resp.status, 200, "tags of {repo}");
-    let v: Value = serde_json::from_slice(&resp.body).unwrap();
-    let mut t: Vec<String> = v["tags"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| t.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    t.sort();
-    t
-}
-
-/// Every repository → every tag → the exact manifest bytes it serves.
-fn registry_state(reg: &Registry) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
-    let mut state = BTreeMap::new();
-    for repo in support::catalog(reg) {
-        let mut by_tag = BTreeMap::new();
-        for t in tags(reg, &repo) {
-            by_tag.insert(
-                t.clone(),
-                support::skopeo_inspect_raw(&format!("{repo}:{t}"), reg),
-            );
-        }
-        state.insert(repo, by_tag);
-    }
-    state
-}
+use support::{
+    ImageSpec, LayerSpec, Registry, airlift, airlift_cmd, expect_ok, output_text, registry_state,
+};
 
 /// A source registry holding one image of three 2 MiB layers (big enough to be cut mid-body).
 fn source_image() -> (Registry, String) {

@@ -18,7 +18,7 @@ use serde_json::Value;
 use support::s;
 use support::{
     ImageSpec, LayerSpec, Registry, WrittenImage, airlift, airlift_cmd, expect_code, expect_ok,
-    push_bundle, skopeo_push, write_oci_image,
+    push_bundle, registry_state, registry_tags, skopeo_push, write_oci_image,
 };
 
 const EPOCH: &str = "1767225600";
@@ -63,63 +63,16 @@ fn push_images(reg: &Registry, images: &[(&str, ImageSpec)]) -> Vec<WrittenImage
         .collect()
 }
 
-fn tags(reg: &Registry, repo: &str) -> Vec<String> {
-    let resp = support::http_get(reg, &format!("/v2/{repo}/tags/list"));
-    if resp.status == 404 {
-        return Vec::new();
-    }
-    let v: Value = serde_json::from_slice(&resp.body).unwrap();
-    let mut t: Vec<String> = v["tags"]
-        .as_array()
-        .map(|a| a.iter().map(|t| t.as_str().unwrap().to_owned()).collect())
-        .unwrap_or_default();
-    t.sort();
-    t
-}
-
-/// Every repository → every tag → the exact manifest bytes it serves.
-fn registry_state(reg: &Registry) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
-    let mut state = BTreeMap::new();
-    for repo in support::catalog(reg) {
-        let mut by_tag = BTreeMap::new();
-        for t in tags(reg, &repo) {
-            by_tag.insert(
-                t.clone(),
-                support::skopeo_inspect_raw(&format!("{repo}:{t}"), reg),
-            );
-        }
-        state.insert(repo, by_tag);
-    }
-    state
-}
-
 fn blob_present(reg: &Registry, repo: &str, digest: &str) -> bool {
     support::http_get(reg, &format!("/v2/{repo}/blobs/{digest}")).status == 200
 }
 
 /// `(name, data offset, size)` of every whole entry of a (possibly cut) plain tar.
 fn whole_entries(bytes: &[u8]) -> Vec<(String, usize, usize)> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos + 512 <= bytes.len() {
-        let h = &bytes[pos..pos + 512];
-        if h.iter().all(|&b| b == 0) {
-            break;
-        }
-        let name_end = h[..100].iter().position(|&b| b == 0).unwrap_or(100);
-        let name = String::from_utf8_lossy(&h[..name_end]).into_owned();
-        let size_text = String::from_utf8_lossy(&h[124..135])
-            .trim_matches('\0')
-            .to_owned();
-        let size = usize::from_str_radix(size_text.trim(), 8).unwrap();
-        let data = pos + 512;
-        if data + size > bytes.len() {
-            break;
-        }
-        out.push((name, data, size));
-        pos = data + size.div_ceil(512) * 512;
-    }
-    out
+    support::whole_tar_entries(bytes)
+        .into_iter()
+        .map(|e| (e.name, e.data_offset, e.size))
+        .collect()
 }
 
 /// Checks the checksum files with the stock tools, from inside their directory.
@@ -320,13 +273,13 @@ fn one_mib_volumes_verify_alone_and_import_one_per_run_in_any_order() {
         let _ = text;
         if k + 1 < count {
             assert!(
-                tags(&dst, "moved/app").is_empty(),
+                registry_tags(&dst, "moved/app").is_empty(),
                 "tags after {} run(s)",
                 k + 1
             );
         }
     }
-    assert!(!tags(&dst, "moved/app").is_empty());
+    assert!(!registry_tags(&dst, "moved/app").is_empty());
     let reference = Registry::start_plain();
     expect_ok(&run(
         home.path(),
@@ -384,7 +337,7 @@ fn one_mib_volumes_verify_alone_and_import_one_per_run_in_any_order() {
         text.contains(s(&copy)),
         "the damaged volume is named: {text}"
     );
-    assert!(tags(&fresh, "moved/app").is_empty());
+    assert!(registry_tags(&fresh, "moved/app").is_empty());
     let text = expect_code(
         &run(
             home.path(),
@@ -558,7 +511,7 @@ fn delta_over_the_previous_release_carries_only_new_layers() {
         1,
     );
     assert!(text.contains("app-1.0.tar"), "{text}");
-    assert!(tags(&empty, "prod/app").is_empty());
+    assert!(registry_tags(&empty, "prod/app").is_empty());
 
     // 1.0 then the delta equals a full 1.1 import (for everything the full import holds).
     let dst = Registry::start_plain();

@@ -274,6 +274,11 @@ impl TarEntry {
     pub fn end_offset(&self) -> usize {
         self.data_offset + self.size.div_ceil(512) * 512
     }
+
+    /// The entry's data within `bytes`, the tar it was listed from.
+    pub fn data<'a>(&self, bytes: &'a [u8]) -> &'a [u8] {
+        &bytes[self.data_offset..self.data_offset + self.size]
+    }
 }
 
 /// Lists the entries of a plain tar held in memory by parsing headers directly (independent of
@@ -301,6 +306,15 @@ pub fn tar_entries(bytes: &[u8]) -> Vec<TarEntry> {
         out.push(entry);
     }
     out
+}
+
+/// Like [`tar_entries`] for a tar that may be cut short (an interrupted export): the entries
+/// before the first one whose data does not fully fit in `bytes`.
+pub fn whole_tar_entries(bytes: &[u8]) -> Vec<TarEntry> {
+    tar_entries(bytes)
+        .into_iter()
+        .take_while(|e| e.data_offset + e.size <= bytes.len())
+        .collect()
 }
 
 /// A ustar header for a regular file `name` of `size` bytes, with a valid checksum.

@@ -21,6 +21,8 @@
 //!   [`LayerSpec`]s give byte-identical layers, so images can share base layers.
 //! - [`skopeo_push`], [`skopeo_pull`], [`skopeo_inspect_raw`], [`skopeo_list_tags`]: drive the
 //!   real `skopeo` against a [`Registry`], so airlift is checked against an independent client.
+//! - [`registry_tags`] and [`registry_state`]: what a registry serves (repo → tag → manifest
+//!   bytes), to compare before and after an operation.
 //! - [`catalog`] and [`http_get`]: tiny HTTP/1.1 client (std TCP, or rustls trusting the test CA,
 //!   with basic auth) for the registry API.
 //! - [`run_measuring_rss`]: run a command and get its peak resident memory from `wait4` rusage.
@@ -70,6 +72,7 @@ mod registry;
 mod rss;
 mod schema;
 mod skopeo;
+mod state;
 pub mod synth;
 pub mod token;
 
@@ -79,6 +82,7 @@ pub use cli::{airlift, airlift_cmd, expect_code, expect_failed, expect_ok, outpu
 #[allow(unused_imports)]
 pub use corpus::{
     Corpus, CorpusBundle, CorpusImage, TarEntry, push_bundle, tar_entries, ustar_header,
+    whole_tar_entries,
 };
 #[allow(unused_imports)]
 pub use http::{HttpResponse, catalog, http_get};
@@ -96,6 +100,8 @@ pub use schema::validate_json_schema;
 pub use skopeo::{
     skopeo_inspect_raw, skopeo_list_tags, skopeo_pull, skopeo_push, skopeo_push_with_creds,
 };
+#[allow(unused_imports)]
+pub use state::{registry_state, registry_tags};
 #[allow(unused_imports)]
 pub use token::{TokenRequest, TokenServer};
 
