@@ -545,6 +545,17 @@ struct Entry {
     data: Vec<u8>,
 }
 
+impl Entry {
+    /// A regular-file entry, the kind most tampering cases add.
+    fn regular(name: Vec<u8>, data: &[u8]) -> Entry {
+        Entry {
+            name,
+            kind: tar::EntryType::Regular,
+            data: data.to_vec(),
+        }
+    }
+}
+
 fn entries_of(path: &Path) -> Vec<Entry> {
     let mut a = tar::Archive::new(fs::File::open(path).unwrap());
     a.entries()
@@ -683,38 +694,22 @@ fn tamper_matrix() {
 
     let extra = Digest::sha256_of(b"extra");
     let r = case("unlisted", &|e| {
-        e.push(Entry {
-            name: blob_name(&extra),
-            kind: tar::EntryType::Regular,
-            data: b"extra".to_vec(),
-        })
+        e.push(Entry::regular(blob_name(&extra), b"extra"))
     });
     expect_failure(&r, FailureKind::UnlistedEntry, &extra.hex()[..16]);
 
     let r = case("stray", &|e| {
-        e.push(Entry {
-            name: b"README".to_vec(),
-            kind: tar::EntryType::Regular,
-            data: b"hi".to_vec(),
-        })
+        e.push(Entry::regular(b"README".to_vec(), b"hi"))
     });
     expect_failure(&r, FailureKind::EntryName, "README");
 
     let r = case("dotdot", &|e| {
-        e.push(Entry {
-            name: b"../x".to_vec(),
-            kind: tar::EntryType::Regular,
-            data: b"x".to_vec(),
-        })
+        e.push(Entry::regular(b"../x".to_vec(), b"x"))
     });
     expect_failure(&r, FailureKind::EntryName, "../x");
 
     let r = case("absolute", &|e| {
-        e.push(Entry {
-            name: b"/etc/x".to_vec(),
-            kind: tar::EntryType::Regular,
-            data: b"x".to_vec(),
-        })
+        e.push(Entry::regular(b"/etc/x".to_vec(), b"x"))
     });
     expect_failure(&r, FailureKind::EntryName, "/etc/x");
 

@@ -43,6 +43,13 @@ fn keygen(home: &Path, name: &str) -> (PathBuf, PathBuf) {
     (base.with_extension("key"), base.with_extension("pub"))
 }
 
+/// `airlift export -q -b BUNDLE -o ARCHIVE EXTRA…`, which must succeed.
+fn export_bundle(home: &Path, bundle: &str, archive: &Path, extra: &[&str]) {
+    let mut args = vec!["export", "-q", "-b", bundle, "-o", s(archive)];
+    args.extend_from_slice(extra);
+    expect_ok(&airlift(home, &args));
+}
+
 fn hex_of(digest: &str) -> &str {
     digest.trim_start_matches("sha256:")
 }
@@ -92,19 +99,7 @@ fn walk_through_into_tls_auth_registry() {
     );
     let (key, pubkey) = keygen(h, "release");
     let archive = h.join("guestbook.tar");
-    expect_ok(&airlift(
-        h,
-        &[
-            "export",
-            "-q",
-            "-b",
-            &bundle.image.tag_ref,
-            "-o",
-            s(&archive),
-            "--sign-key",
-            s(&key),
-        ],
-    ));
+    export_bundle(h, &bundle.image.tag_ref, &archive, &["--sign-key", s(&key)]);
     expect_ok(&airlift(h, &["verify", s(&archive), "--trust", s(&pubkey)]));
 
     let repo = "apps/guestbook";
@@ -442,18 +437,7 @@ fn tampered_blob_already_at_destination_still_fails() {
     let h = home.path();
     let bundle = small_bundle(&source, h, "skip/bundle", &["skip/a"]);
     let good = h.join("good.tar");
-    expect_ok(&airlift(
-        h,
-        &[
-            "export",
-            "-q",
-            "-b",
-            &bundle.image.tag_ref,
-            "-o",
-            s(&good),
-            "--unsigned",
-        ],
-    ));
+    export_bundle(h, &bundle.image.tag_ref, &good, &["--unsigned"]);
     let to_repo = target.reference("inside/app");
     let import = |archive: &Path| {
         airlift(
@@ -556,18 +540,7 @@ fn interrupted_import_resumes_to_the_same_state_as_an_uninterrupted_one() {
     let refs: Vec<(&str, &str)> = refs.iter().map(|(k, r)| (k.as_str(), r.as_str())).collect();
     let bundle = support::push_bundle(&source, h, "heavy/bundle", &refs);
     let archive = h.join("heavy.tar");
-    expect_ok(&airlift(
-        h,
-        &[
-            "export",
-            "-q",
-            "-b",
-            &bundle.image.tag_ref,
-            "-o",
-            s(&archive),
-            "--unsigned",
-        ],
-    ));
+    export_bundle(h, &bundle.image.tag_ref, &archive, &["--unsigned"]);
 
     let interrupted = Registry::start_plain();
     let import_args = |reg: &Registry| -> Vec<String> {
@@ -746,18 +719,7 @@ fn to_registry_keeps_repository_paths_and_writes_relocations() {
     let h = home.path();
     let corpus = Corpus::build(&source, h);
     let archive = h.join("corpus.tar");
-    expect_ok(&airlift(
-        h,
-        &[
-            "export",
-            "-q",
-            "-b",
-            &corpus.outer.image.tag_ref,
-            "-o",
-            s(&archive),
-            "--unsigned",
-        ],
-    ));
+    export_bundle(h, &corpus.outer.image.tag_ref, &archive, &["--unsigned"]);
     let prefix = format!("{}/mirror", target.host());
     let lock_out = h.join("lock.yml");
     let out = expect_ok(&airlift(

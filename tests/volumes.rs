@@ -725,6 +725,20 @@ fn export_and_kill(home: &Path, args: &[&str], files: impl Fn() -> u64, kill_at:
     }
 }
 
+/// File name → content of every file directly in `dir`, to compare two export outputs.
+fn dir_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
 fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|d| d.map(|e| e.unwrap().metadata().unwrap().len()).sum())
@@ -845,19 +859,7 @@ fn resume_case(volume_size: Option<&str>) {
             .iter()
             .any(|d| gets.iter().any(|g| g.contains(d.as_str())))
     );
-    let list = |dir: &Path| -> BTreeMap<String, Vec<u8>> {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| {
-                let p = e.unwrap().path();
-                (
-                    p.file_name().unwrap().to_string_lossy().into_owned(),
-                    std::fs::read(&p).unwrap(),
-                )
-            })
-            .collect()
-    };
-    let (a, b) = (list(whole_dir.path()), list(cut_dir.path()));
+    let (a, b) = (dir_files(whole_dir.path()), dir_files(cut_dir.path()));
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     assert!(a == b, "resumed export differs from the uninterrupted one");
     stock_checksums_pass(cut_dir.path(), "rel");
@@ -968,20 +970,8 @@ fn resume_inside_a_split_blob_continues_at_the_right_part() {
     let b: Vec<&str> = b.iter().map(String::as_str).collect();
     let text = String::from_utf8_lossy(&expect_ok_out(&run(home.path(), &b))).into_owned();
     assert!(text.contains("resumed: kept"), "{text}");
-    let list = |dir: &Path| -> BTreeMap<String, Vec<u8>> {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| {
-                let p = e.unwrap().path();
-                (
-                    p.file_name().unwrap().to_string_lossy().into_owned(),
-                    std::fs::read(&p).unwrap(),
-                )
-            })
-            .collect()
-    };
     assert!(
-        list(whole.path()) == list(cut.path()),
+        dir_files(whole.path()) == dir_files(cut.path()),
         "resumed set differs"
     );
     let first = cut.path().join("app.001.tar");
