@@ -10,22 +10,15 @@ use airlift::oci::{Descriptor, RawManifest, media_type};
 use airlift::reference::Reference;
 use airlift::registry::{Registries, RegistryOptions};
 use bytes::Bytes;
+use support::fixtures::{GOLDEN_HOST, fixtures, golden, guestbook_copy};
+use support::synth::RawTarEntry;
 use support::{ImageSpec, LayerSpec, Registry, airlift, expect_failed, expect_ok, s};
 
-const GOLDEN_HOST: &str = "127.0.0.1:5070";
 /// The golden bundle's manifest and layer digests (from imgpkg's push of guestbook-src).
 const GOLDEN_BUNDLE: &str =
     "sha256:10eb9be00bf33b4580684efec3c42b14d8a942615eba1be554e5980265b4bc78";
 const GOLDEN_LAYER: &str =
     "sha256:09ce40cee9f04c7c4a5c4a21754b9bab3bbe80244adb20f2d104d12ce147d6e7";
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/imgpkg-compat")
-}
-
-fn golden(name: &str) -> String {
-    std::fs::read_to_string(fixtures().join(name)).unwrap()
-}
 
 /// Golden text with the golden host and digests replaced by this test's.
 fn subst(text: &str, host: &str, digests: &[(String, String)]) -> String {
@@ -69,29 +62,6 @@ fn seed_guestbook(reg: &Registry) -> Vec<(String, String)> {
         pairs.push((golden_digest, img.manifest_digest.to_string()));
     }
     pairs
-}
-
-/// A copy of guestbook-src (files 0644, like the golden tar's source); with `host`, the
-/// configuration's references are moved to that registry.
-fn guestbook_copy(host: Option<&str>) -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir().unwrap();
-    let src = fixtures().join("guestbook-src");
-    for sub in [".imgpkg", "config"] {
-        std::fs::create_dir(tmp.path().join(sub)).unwrap();
-        for e in std::fs::read_dir(src.join(sub)).unwrap() {
-            let e = e.unwrap();
-            let to = tmp.path().join(sub).join(e.file_name());
-            let text = std::fs::read_to_string(e.path()).unwrap();
-            let text = match host {
-                Some(h) => text.replace(GOLDEN_HOST, h),
-                None => text,
-            };
-            std::fs::write(&to, text).unwrap();
-            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644)).unwrap();
-        }
-    }
-    tmp
 }
 
 #[test]
@@ -508,39 +478,16 @@ fn pull_of_relocated_bundle_rewrites_lock_like_imgpkg() {
     assert_eq!(files[0].1.len(), 2048);
 }
 
-/// A raw USTAR header (the `tar` crate refuses to write hostile names, so write them by hand).
-fn raw_header(name: &str, kind: u8, size: u64, link: &str) -> [u8; 512] {
-    let mut h = [0u8; 512];
-    h[..name.len()].copy_from_slice(name.as_bytes());
-    h[100..107].copy_from_slice(b"0000644");
-    h[108..115].copy_from_slice(b"0000000");
-    h[116..123].copy_from_slice(b"0000000");
-    h[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
-    h[136..147].copy_from_slice(b"00000000000");
-    h[156] = kind;
-    h[157..157 + link.len()].copy_from_slice(link.as_bytes());
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
-    h
-}
-
+/// A layer with a harmless `ok.txt` and then one hostile `entry` of type `kind` (written by
+/// hand: the `tar` crate refuses to write hostile names).
 fn hostile_layer(entry: &str, kind: u8, link: &str) -> Vec<u8> {
-    let mut tar = Vec::new();
-    let body = b"owned\n";
-    tar.extend_from_slice(&raw_header("ok.txt", b'0', body.len() as u64, ""));
-    tar.extend_from_slice(body);
-    tar.extend_from_slice(&[0u8; 512 - 6]);
-    let size = if kind == b'0' { body.len() as u64 } else { 0 };
-    tar.extend_from_slice(&raw_header(entry, kind, size, link));
-    if kind == b'0' {
-        tar.extend_from_slice(body);
-        tar.extend_from_slice(&[0u8; 512 - 6]);
-    }
-    tar.extend_from_slice(&[0u8; 1024]);
-    tar
+    let body = b"owned\n".to_vec();
+    let hostile = if kind == b'0' {
+        RawTarEntry::file(entry, body.clone())
+    } else {
+        RawTarEntry::special(entry, kind, link)
+    };
+    support::synth::raw_tar(&[RawTarEntry::file("ok.txt", body), hostile], true)
 }
 
 #[test]

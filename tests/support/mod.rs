@@ -35,6 +35,7 @@
 //!   output in the panic message; [`s`] for paths as arguments.
 //! - [`validate_json_schema`]: check a JSON document against `format-spec/*.schema.json` with
 //!   python3-jsonschema, independent of airlift's own code.
+//! - [`fixtures`]: the imgpkg/kbld golden files and a fresh copy of the guestbook sources.
 //! - [`sha256_digest`]: expected digests computed with `sha2`, independent of airlift's code.
 //! - [`proxy::FaultProxy`]: a fault-injecting HTTP/1.1 proxy on 127.0.0.1 in front of a
 //!   [`Registry`] (injected 5xx/429 answers, connections cut after N bytes, delays).
@@ -65,6 +66,7 @@
 
 pub mod cli;
 pub mod corpus;
+pub mod fixtures;
 mod http;
 mod layout;
 pub mod proxy;
