@@ -14,17 +14,6 @@ use support::s;
 use support::{ImageSpec, LayerSpec, Registry, WrittenImage, expect_code, expect_ok};
 
 /// `airlift ARGS` with a private HOME and no `AIRLIFT_REGISTRY_*` from the host.
-fn airlift(home: &Path) -> Command {
-    let mut cmd = support::airlift_cmd(home);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("AIRLIFT_REGISTRY_") {
-            cmd.env_remove(&k);
-        }
-    }
-    cmd.env_remove("REGISTRY_AUTH_FILE");
-    cmd
-}
-
 fn run(mut cmd: Command) -> Output {
     cmd.output().expect("run airlift")
 }
@@ -97,7 +86,7 @@ fn copy_into_and_export_from_a_token_auth_registry() {
     // airlift copy INTO the token registry, credentials as flags (they also go to the plain
     // source, which ignores them).
     let app = push_image(&src, 2, "src/app:v1");
-    let mut cmd = airlift(home.path());
+    let mut cmd = support::airlift_cmd(home.path());
     cmd.args(["copy", "-q", "-i", &src.reference("src/app:v1")])
         .args(["--registry-username", &user, "--registry-password", &pass])
         .args(["--to-registry", &tok.reference("flags")]);
@@ -112,7 +101,7 @@ fn copy_into_and_export_from_a_token_auth_registry() {
     );
 
     // Again with the env group naming only the token registry's host.
-    let mut cmd = airlift(home.path());
+    let mut cmd = support::airlift_cmd(home.path());
     cmd.args(["copy", "-q", "-i", &src.reference("src/app:v1")])
         .args(["--to-registry", &tok.reference("env")])
         .env("AIRLIFT_REGISTRY_HOSTNAME", tok.host())
@@ -125,7 +114,7 @@ fn copy_into_and_export_from_a_token_auth_registry() {
     // airlift export FROM the token registry, flags.
     let flags_tar = home.path().join("flags.tar");
     let root = tok.reference("direct/app:v1");
-    let mut cmd = airlift(home.path());
+    let mut cmd = support::airlift_cmd(home.path());
     cmd.args([
         "export",
         "-q",
@@ -144,7 +133,7 @@ fn copy_into_and_export_from_a_token_auth_registry() {
     // And with the env group.
     let env_tar = home.path().join("env.tar");
     let root = tok.reference("env/src/app:v1");
-    let mut cmd = airlift(home.path());
+    let mut cmd = support::airlift_cmd(home.path());
     cmd.args(["export", "-q", "--unsigned", "-o", s(&env_tar), "-i", &root])
         .env("AIRLIFT_REGISTRY_HOSTNAME", tok.host())
         .env("AIRLIFT_REGISTRY_USERNAME", &user)
@@ -172,7 +161,7 @@ fn wrong_or_missing_credentials_name_the_registry() {
     let user = tok.username().to_owned();
 
     // copy INTO, wrong password in the flags.
-    let mut cmd = airlift(home.path());
+    let mut cmd = support::airlift_cmd(home.path());
     cmd.args(["copy", "-q", "-i", &src.reference("src/app:v1")])
         .args(["--registry-username", &user])
         .args(["--registry-password", "not-the-password"])
@@ -190,7 +179,7 @@ fn wrong_or_missing_credentials_name_the_registry() {
 
     // export FROM, wrong password in the env group.
     let out = home.path().join("x.tar");
-    let mut cmd = airlift(home.path());
+    let mut cmd = support::airlift_cmd(home.path());
     cmd.args(["export", "-q", "--unsigned", "-o", s(&out)])
         .args(["-i", &tok.reference("there/app:v1")])
         .env("AIRLIFT_REGISTRY_HOSTNAME", tok.host())
@@ -203,7 +192,7 @@ fn wrong_or_missing_credentials_name_the_registry() {
     assert!(!out.exists(), "a failed export left {}", out.display());
 
     // No credentials at all.
-    let mut cmd = airlift(home.path());
+    let mut cmd = support::airlift_cmd(home.path());
     cmd.args(["export", "-q", "--unsigned", "-o", s(&out)])
         .args(["-i", &tok.reference("there/app:v1")]);
     let text = expect_code(&run(cmd), 1);
@@ -244,7 +233,7 @@ fn pre_issued_token_pulls_but_cannot_push() {
     let before = server.requests().len();
     let out = home.path().join("held.tar");
     let root = tok.reference("held/app:v1");
-    let mut cmd = airlift(home.path());
+    let mut cmd = support::airlift_cmd(home.path());
     cmd.args(["export", "-q", "--unsigned", "-o", s(&out), "-i", &root])
         .args(["--registry-token", &token]);
     expect_ok(&run(cmd));
@@ -261,7 +250,7 @@ fn pre_issued_token_pulls_but_cannot_push() {
     let (signed, sig) = token.rsplit_once('.').expect("JWT has three parts");
     let flipped = if sig.starts_with('A') { 'B' } else { 'A' };
     let forged = format!("{signed}.{flipped}{}", &sig[1..]);
-    let mut cmd = airlift(home.path());
+    let mut cmd = support::airlift_cmd(home.path());
     cmd.args([
         "export",
         "-q",
@@ -277,7 +266,7 @@ fn pre_issued_token_pulls_but_cannot_push() {
     );
 
     // The same pull-only token cannot push: the registry refuses and airlift says so.
-    let mut cmd = airlift(home.path());
+    let mut cmd = support::airlift_cmd(home.path());
     cmd.args(["copy", "-q", "-i", &src.reference("src/app:v1")])
         .args(["--registry-token", &token])
         .args(["--to-registry", &tok.reference("held")]);

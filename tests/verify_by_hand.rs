@@ -7,25 +7,14 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::{ImageSpec, LayerSpec, Registry};
+use support::{ImageSpec, LayerSpec, Registry, airlift_cmd, expect_ok};
 
 fn airlift(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_airlift"))
-        .args(args)
-        .env("HOME", home)
-        .env("DOCKER_CONFIG", home.join(".docker"))
+    airlift_cmd(home)
         .env("SOURCE_DATE_EPOCH", "1767225600")
+        .args(args)
         .output()
         .expect("run airlift")
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "airlift failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The shell block fenced by "```sh id=verify-by-hand" … "```" in the markdown.
@@ -68,11 +57,11 @@ fn recipe_accepts_a_signed_archive_and_refuses_tampered_copies() {
     );
     support::skopeo_push(&layout, "v1", "team/app:v1", &reg);
     let key = dir.join("release");
-    ok(&airlift(dir, &["keygen", "--out", key.to_str().unwrap()]));
+    expect_ok(&airlift(dir, &["keygen", "--out", key.to_str().unwrap()]));
     let public = PathBuf::from(format!("{}.pub", key.display()));
     let private = PathBuf::from(format!("{}.key", key.display()));
     let archive = dir.join("app.tar");
-    ok(&airlift(
+    expect_ok(&airlift(
         dir,
         &[
             "export",
@@ -163,7 +152,7 @@ fn recipe_accepts_a_signed_archive_and_refuses_tampered_copies() {
 
     // The right archive, the wrong key.
     let other = dir.join("other");
-    ok(&airlift(dir, &["keygen", "--out", other.to_str().unwrap()]));
+    expect_ok(&airlift(dir, &["keygen", "--out", other.to_str().unwrap()]));
     let other_pub = PathBuf::from(format!("{}.pub", other.display()));
     must_fail("other key", &archive, &other_pub, "no signature by key");
 }

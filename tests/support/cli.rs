@@ -10,14 +10,18 @@ pub fn airlift(home: &Path, args: &[&str]) -> Output {
 }
 
 /// The `airlift` binary as a [`Command`] with a private HOME, for callers that add env (such as
-/// `SOURCE_DATE_EPOCH`) or spawn it.
+/// `SOURCE_DATE_EPOCH` or `AIRLIFT_REGISTRY_*`) or spawn it. Registry credentials of the host
+/// (every `AIRLIFT_REGISTRY_*` variable, `REGISTRY_AUTH_FILE`) never leak in.
 pub fn airlift_cmd(home: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_airlift"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("AIRLIFT_REGISTRY_") {
+            cmd.env_remove(&k);
+        }
+    }
     cmd.env("HOME", home)
         .env("DOCKER_CONFIG", home.join(".docker"))
-        .env_remove("AIRLIFT_REGISTRY_HOSTNAME")
-        .env_remove("AIRLIFT_REGISTRY_USERNAME")
-        .env_remove("AIRLIFT_REGISTRY_PASSWORD");
+        .env_remove("REGISTRY_AUTH_FILE");
     cmd
 }
 
