@@ -497,25 +497,20 @@ fn import_receipt_is_written_signed_and_verified() {
     // The signature checks with plain openssl, and with verify-receipt.
     let sig = PathBuf::from(format!("{}.sig", receipt.display()));
     assert_eq!(std::fs::read(&sig).unwrap().len(), 64);
-    let st = Command::new("openssl")
-        .args([
-            "pkeyutl",
-            "-verify",
-            "-pubin",
-            "-inkey",
-            &import_pub,
-            "-rawin",
-            "-in",
-        ])
-        .arg(&receipt)
-        .arg("-sigfile")
-        .arg(&sig)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+    support::run_tool(
+        Command::new("openssl")
+            .args([
+                "pkeyutl",
+                "-verify",
+                "-pubin",
+                "-inkey",
+                &import_pub,
+                "-rawin",
+                "-in",
+            ])
+            .arg(&receipt)
+            .arg("-sigfile")
+            .arg(&sig),
     );
     let out = expect_ok(&airlift(
         dir,

@@ -38,17 +38,11 @@ fn push_image(reg: &Registry, seed: u64, repo_ref: &str) -> WrittenImage {
 
 /// The manifest `skopeo inspect --raw` reads for `reference` from an exported oci-archive.
 fn archived_manifest(archive: &Path, reference: &str) -> Vec<u8> {
-    let out = Command::new("skopeo")
-        .args(["--insecure-policy", "inspect", "--raw"])
-        .arg(format!("oci-archive:{}:{reference}", archive.display()))
-        .output()
-        .expect("run skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo inspect of the archive: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    support::run_tool(
+        Command::new("skopeo")
+            .args(["--insecure-policy", "inspect", "--raw"])
+            .arg(format!("oci-archive:{}:{reference}", archive.display())),
+    )
 }
 
 /// Token requests that were answered 200 with exactly this scope.

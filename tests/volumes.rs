@@ -81,17 +81,11 @@ fn stock_checksums_pass(dir: &Path, stem: &str) {
         ("b3sum", format!("{stem}.B3SUMS")),
         ("sha256sum", format!("{stem}.SHA256SUMS")),
     ] {
-        let out = std::process::Command::new(tool)
-            .arg("-c")
-            .arg(&file)
-            .current_dir(dir)
-            .output()
-            .unwrap_or_else(|e| panic!("run {tool}: {e}"));
-        assert!(
-            out.status.success(),
-            "{tool} -c {file}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        support::run_tool(
+            std::process::Command::new(tool)
+                .arg("-c")
+                .arg(&file)
+                .current_dir(dir),
         );
     }
 }

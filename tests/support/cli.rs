@@ -70,3 +70,25 @@ pub fn expect_failed(out: &Output) -> String {
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
+
+/// Runs an independent tool (GNU tar, skopeo, openssl, sha256sum, …) that must succeed; panics
+/// with the command line and the tool's output otherwise. Returns stdout.
+pub fn run_tool(cmd: &mut Command) -> Vec<u8> {
+    let line = format!(
+        "{} {}",
+        cmd.get_program().to_string_lossy(),
+        cmd.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {line}: {e}"));
+    assert!(
+        out.status.success(),
+        "{line} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

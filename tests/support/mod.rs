@@ -32,7 +32,8 @@
 //!   tar-by-offset helpers that export/import tests share.
 //! - [`cli`]: run the real binary with a private HOME ([`airlift`], [`airlift_cmd`] to add env)
 //!   and check its exit ([`expect_ok`], [`expect_code`], [`expect_failed`]) with all of its
-//!   output in the panic message; [`s`] for paths as arguments.
+//!   output in the panic message; [`run_tool`] for independent tools that must succeed;
+//!   [`s`] for paths as arguments.
 //! - [`validate_json_schema`]: check a JSON document against `format-spec/*.schema.json` with
 //!   python3-jsonschema, independent of airlift's own code.
 //! - [`fixtures`]: the imgpkg/kbld golden files and a fresh copy of the guestbook sources.
@@ -80,7 +81,9 @@ pub mod token;
 
 // Each test file uses a different subset of the harness.
 #[allow(unused_imports)]
-pub use cli::{airlift, airlift_cmd, expect_code, expect_failed, expect_ok, output_text, s};
+pub use cli::{
+    airlift, airlift_cmd, expect_code, expect_failed, expect_ok, output_text, run_tool, s,
+};
 #[allow(unused_imports)]
 pub use corpus::{
     Corpus, CorpusBundle, CorpusImage, TarEntry, push_bundle, tar_entries, ustar_header,
