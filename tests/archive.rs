@@ -1,6 +1,8 @@
 //! Archive format v1 through the public API: write, read, verify, determinism, openssl
 //! interoperability of keys and signatures, and a tamper matrix.
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{Read, Write};
@@ -543,6 +545,17 @@ struct Entry {
     data: Vec<u8>,
 }
 
+impl Entry {
+    /// A regular-file entry, the kind most tampering cases add.
+    fn regular(name: Vec<u8>, data: &[u8]) -> Entry {
+        Entry {
+            name,
+            kind: tar::EntryType::Regular,
+            data: data.to_vec(),
+        }
+    }
+}
+
 fn entries_of(path: &Path) -> Vec<Entry> {
     let mut a = tar::Archive::new(fs::File::open(path).unwrap());
     a.entries()
@@ -681,38 +694,22 @@ fn tamper_matrix() {
 
     let extra = Digest::sha256_of(b"extra");
     let r = case("unlisted", &|e| {
-        e.push(Entry {
-            name: blob_name(&extra),
-            kind: tar::EntryType::Regular,
-            data: b"extra".to_vec(),
-        })
+        e.push(Entry::regular(blob_name(&extra), b"extra"))
     });
     expect_failure(&r, FailureKind::UnlistedEntry, &extra.hex()[..16]);
 
     let r = case("stray", &|e| {
-        e.push(Entry {
-            name: b"README".to_vec(),
-            kind: tar::EntryType::Regular,
-            data: b"hi".to_vec(),
-        })
+        e.push(Entry::regular(b"README".to_vec(), b"hi"))
     });
     expect_failure(&r, FailureKind::EntryName, "README");
 
     let r = case("dotdot", &|e| {
-        e.push(Entry {
-            name: b"../x".to_vec(),
-            kind: tar::EntryType::Regular,
-            data: b"x".to_vec(),
-        })
+        e.push(Entry::regular(b"../x".to_vec(), b"x"))
     });
     expect_failure(&r, FailureKind::EntryName, "../x");
 
     let r = case("absolute", &|e| {
-        e.push(Entry {
-            name: b"/etc/x".to_vec(),
-            kind: tar::EntryType::Regular,
-            data: b"x".to_vec(),
-        })
+        e.push(Entry::regular(b"/etc/x".to_vec(), b"x"))
     });
     expect_failure(&r, FailureKind::EntryName, "/etc/x");
 
@@ -885,32 +882,6 @@ fn writer_failure_leaves_nothing() {
     assert!(!partial.exists() && !path.exists());
 }
 
-fn python_validate(schema: &str, instance: &serde_json::Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let inst = dir.path().join("i.json");
-    fs::write(&inst, serde_json::to_vec(instance).unwrap()).unwrap();
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("format-spec")
-        .join(schema);
-    let script = "import json,sys,jsonschema\n\
-                  s=json.load(open(sys.argv[1])); i=json.load(open(sys.argv[2]))\n\
-                  jsonschema.Draft202012Validator.check_schema(s)\n\
-                  jsonschema.Draft202012Validator(s).validate(i)\n";
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&schema)
-        .arg(&inst)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        schema.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn manifest_and_report_match_their_schemas() {
     let fx = fixture();
@@ -924,9 +895,9 @@ fn manifest_and_report_match_their_schemas() {
     );
     let manifest: serde_json::Value =
         serde_json::from_slice(&fx.manifest.to_canonical_bytes().unwrap()).unwrap();
-    python_validate("manifest.schema.json", &manifest);
+    support::validate_json_schema("manifest.schema.json", &manifest);
     let good = serde_json::to_value(verify(&path, &opts(&[&key]))).unwrap();
-    python_validate("verify-report.schema.json", &good);
+    support::validate_json_schema("verify-report.schema.json", &good);
     let mut bytes = fs::read(&path).unwrap();
     let idx = BlobIndex::build(&path).unwrap();
     let (off, _) = idx.get(&fx.layer).unwrap();
@@ -934,13 +905,14 @@ fn manifest_and_report_match_their_schemas() {
     fs::write(&path, &bytes).unwrap();
     let bad = verify(&path, &opts(&[]));
     assert!(!bad.ok);
-    python_validate(
+    support::validate_json_schema(
         "verify-report.schema.json",
         &serde_json::to_value(&bad).unwrap(),
     );
     // The schema rejects a manifest of another version.
     let mut wrong = manifest.clone();
     wrong["version"] = serde_json::json!(2);
-    let out = std::panic::catch_unwind(|| python_validate("manifest.schema.json", &wrong));
+    let out =
+        std::panic::catch_unwind(|| support::validate_json_schema("manifest.schema.json", &wrong));
     assert!(out.is_err());
 }

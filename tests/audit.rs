@@ -10,86 +10,21 @@ use std::process::{Command, Output};
 
 use airlift::digest::Digest;
 use serde_json::Value;
-use support::{ImageSpec, LayerSpec, Registry, WrittenImage, WrittenIndex};
+use support::{
+    ImageSpec, LayerSpec, Registry, WrittenImage, WrittenIndex, airlift_cmd, expect_code,
+    expect_ok, s,
+};
 
 const EPOCH: &str = "1767225600";
 const EPOCH_RFC3339: &str = "2026-01-01T00:00:00Z";
 
+/// airlift with this file's fixed `SOURCE_DATE_EPOCH`, so timestamps are predictable.
 fn airlift(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_airlift"))
-        .args(args)
-        .env("HOME", home)
-        .env("DOCKER_CONFIG", home.join(".docker"))
+    airlift_cmd(home)
         .env("SOURCE_DATE_EPOCH", EPOCH)
+        .args(args)
         .output()
         .expect("run airlift")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "airlift failed ({:?}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn code(out: &Output, expected: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(expected),
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn python_validate(schema: &str, instance: &Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let inst = dir.path().join("i.json");
-    std::fs::write(&inst, serde_json::to_vec(instance).unwrap()).unwrap();
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("format-spec")
-        .join(schema);
-    let script = "import json,sys,jsonschema\n\
-                  s=json.load(open(sys.argv[1])); i=json.load(open(sys.argv[2]))\n\
-                  jsonschema.Draft202012Validator.check_schema(s)\n\
-                  jsonschema.Draft202012Validator(s).validate(i)\n";
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&schema)
-        .arg(&inst)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        schema.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// (name, bytes) of every entry of a plain ustar archive.
-fn tar_entries(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos + 512 <= bytes.len() && bytes[pos..pos + 512].iter().any(|&b| b != 0) {
-        let h = &bytes[pos..pos + 512];
-        let end = h[..100].iter().position(|&b| b == 0).unwrap_or(100);
-        let name = String::from_utf8(h[..end].to_vec()).unwrap();
-        let size_text = std::str::from_utf8(&h[124..135]).unwrap();
-        let size = usize::from_str_radix(size_text.trim_matches(char::from(0)).trim(), 8).unwrap();
-        out.push((name, bytes[pos + 512..pos + 512 + size].to_vec()));
-        pos += 512 + size.div_ceil(512) * 512;
-    }
-    out
 }
 
 /// Content built in a registry: an outer bundle locking an inner bundle and a multi-arch
@@ -189,7 +124,7 @@ fn world() -> World {
     )
     .unwrap();
     std::fs::write(inner_dir.join("inner.yaml"), "image: plain\n").unwrap();
-    ok(&airlift(
+    expect_ok(&airlift(
         dir,
         &[
             "push",
@@ -213,7 +148,7 @@ fn world() -> World {
     .unwrap();
     std::fs::write(outer_dir.join("outer.yaml"), "images: [inner, multi]\n").unwrap();
     let outer_ref = reg.reference("apps/outer:1");
-    ok(&airlift(
+    expect_ok(&airlift(
         dir,
         &["push", "-b", &outer_ref, "-f", s(&outer_dir)],
     ));
@@ -226,7 +161,7 @@ fn world() -> World {
     image_blobs(&plain, &mut blobs);
 
     let key = dir.join("release");
-    let fingerprint = ok(&airlift(dir, &["keygen", "--out", s(&key)]))
+    let fingerprint = expect_ok(&airlift(dir, &["keygen", "--out", s(&key)]))
         .trim()
         .to_owned();
     World {
@@ -259,7 +194,7 @@ fn export(w: &World, out: &Path, extra: &[&str]) {
         "-q",
     ];
     args.extend_from_slice(extra);
-    ok(&airlift(w.home.path(), &args));
+    expect_ok(&airlift(w.home.path(), &args));
 }
 
 fn by_digest<'a>(items: &'a Value, digest: &Digest) -> &'a Value {
@@ -278,18 +213,19 @@ fn inspect_reports_what_was_exported() {
     let archive = dir.join("outer.tar");
     export(&w, &archive, &[]);
     let bytes = std::fs::read(&archive).unwrap();
-    let manifest_bytes = tar_entries(&bytes)
+    let manifest_bytes = support::tar_entries(&bytes)
         .into_iter()
-        .find(|(n, _)| n == "airlift/manifest.json")
+        .find(|e| e.name == "airlift/manifest.json")
         .unwrap()
-        .1;
+        .data(&bytes)
+        .to_vec();
 
     let out = airlift(
         dir,
         &["inspect", s(&archive), "--json", "--trust", s(&w.public)],
     );
-    let report: Value = serde_json::from_str(&ok(&out)).unwrap();
-    python_validate("inspect.schema.json", &report);
+    let report: Value = serde_json::from_str(&expect_ok(&out)).unwrap();
+    support::validate_json_schema("inspect.schema.json", &report);
     assert_eq!(report.as_array().unwrap().len(), 1);
     let r = &report[0];
     assert_eq!(r["schema"], "airlift-inspect/v1");
@@ -397,7 +333,7 @@ fn inspect_reports_what_was_exported() {
     assert!(r.get("volume").is_none() && r.get("base").is_none());
 
     // Human output names the essentials.
-    let human = ok(&airlift(dir, &["inspect", s(&archive)]));
+    let human = expect_ok(&airlift(dir, &["inspect", s(&archive)]));
     for needle in [
         w.outer_ref.as_str(),
         w.fingerprint.as_str(),
@@ -416,9 +352,9 @@ fn inspect_reports_what_was_exported() {
         dir,
         &["inspect", "--json", s(&archive), s(&zst), s(&missing)],
     );
-    code(&out, 1);
+    expect_code(&out, 1);
     let many: Value = serde_json::from_slice(&out.stdout).unwrap();
-    python_validate("inspect.schema.json", &many);
+    support::validate_json_schema("inspect.schema.json", &many);
     assert_eq!(many[0]["signatures"][0]["status"], "unchecked");
     assert_eq!(many[1]["compressed"], true);
     assert_eq!(many[1]["manifestDigest"], r["manifestDigest"]);
@@ -428,7 +364,7 @@ fn inspect_reports_what_was_exported() {
 
     // A key that did not sign: the signature is untrusted and inspect exits 1.
     let other = dir.join("other");
-    ok(&airlift(dir, &["keygen", "--out", s(&other)]));
+    expect_ok(&airlift(dir, &["keygen", "--out", s(&other)]));
     let out = airlift(
         dir,
         &[
@@ -439,7 +375,7 @@ fn inspect_reports_what_was_exported() {
             &format!("{}.pub", other.display()),
         ],
     );
-    code(&out, 1);
+    expect_code(&out, 1);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["signatures"][0]["status"], "untrusted");
     assert_eq!(v[0]["validSignatures"], 0);
@@ -451,18 +387,21 @@ fn import_receipt_is_written_signed_and_verified() {
     let dir = w.home.path();
     let archive = dir.join("outer.tar");
     export(&w, &archive, &[]);
-    let inspected: Value =
-        serde_json::from_str(&ok(&airlift(dir, &["inspect", "--json", s(&archive)]))).unwrap();
+    let inspected: Value = serde_json::from_str(&expect_ok(&airlift(
+        dir,
+        &["inspect", "--json", s(&archive)],
+    )))
+    .unwrap();
     let dest = Registry::start_plain();
     let to_repo = dest.reference("imported/app");
     let import_key = dir.join("import-side");
-    let import_fp = ok(&airlift(dir, &["keygen", "--out", s(&import_key)]))
+    let import_fp = expect_ok(&airlift(dir, &["keygen", "--out", s(&import_key)]))
         .trim()
         .to_owned();
     let import_pub = format!("{}.pub", import_key.display());
     let receipt = dir.join("receipt.json");
     let lock_out = dir.join("relocated.yml");
-    ok(&airlift(
+    expect_ok(&airlift(
         dir,
         &[
             "import",
@@ -482,7 +421,7 @@ fn import_receipt_is_written_signed_and_verified() {
     ));
     let bytes = std::fs::read(&receipt).unwrap();
     let r: Value = serde_json::from_slice(&bytes).unwrap();
-    python_validate("receipt.schema.json", &r);
+    support::validate_json_schema("receipt.schema.json", &r);
     // Canonical JSON: re-serialising the parsed value gives the same bytes.
     assert_eq!(serde_json::to_vec(&r).unwrap(), bytes);
     assert_eq!(r["format"], "airlift-import-receipt");
@@ -558,33 +497,28 @@ fn import_receipt_is_written_signed_and_verified() {
     // The signature checks with plain openssl, and with verify-receipt.
     let sig = PathBuf::from(format!("{}.sig", receipt.display()));
     assert_eq!(std::fs::read(&sig).unwrap().len(), 64);
-    let st = Command::new("openssl")
-        .args([
-            "pkeyutl",
-            "-verify",
-            "-pubin",
-            "-inkey",
-            &import_pub,
-            "-rawin",
-            "-in",
-        ])
-        .arg(&receipt)
-        .arg("-sigfile")
-        .arg(&sig)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
+    support::run_tool(
+        Command::new("openssl")
+            .args([
+                "pkeyutl",
+                "-verify",
+                "-pubin",
+                "-inkey",
+                &import_pub,
+                "-rawin",
+                "-in",
+            ])
+            .arg(&receipt)
+            .arg("-sigfile")
+            .arg(&sig),
     );
-    let out = ok(&airlift(
+    let out = expect_ok(&airlift(
         dir,
         &["verify-receipt", s(&receipt), "--trust", &import_pub],
     ));
     assert!(out.contains("OK: the receipt verifies"), "{out}");
     // The archive signer's key is not the receipt signer's.
-    code(
+    expect_code(
         &airlift(
             dir,
             &["verify-receipt", s(&receipt), "--trust", s(&w.public)],
@@ -592,7 +526,7 @@ fn import_receipt_is_written_signed_and_verified() {
         1,
     );
     // Neither --trust nor --allow-unsigned: usage error.
-    code(&airlift(dir, &["verify-receipt", s(&receipt)]), 2);
+    expect_code(&airlift(dir, &["verify-receipt", s(&receipt)]), 2);
 
     // Tampered receipt: one destination changed.
     let tampered = dir.join("tampered.json");
@@ -607,12 +541,12 @@ fn import_receipt_is_written_signed_and_verified() {
         dir,
         &["verify-receipt", s(&tampered), "--trust", &import_pub],
     );
-    code(&out, 1);
+    expect_code(&out, 1);
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not verify"));
 
     // A second import of the same archive, unsigned receipt at the same path: everything is
     // already present, and the stale signature is gone.
-    ok(&airlift(
+    expect_ok(&airlift(
         dir,
         &[
             "import",
@@ -628,7 +562,7 @@ fn import_receipt_is_written_signed_and_verified() {
     ));
     assert!(!sig.exists());
     let r2: Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
-    python_validate("receipt.schema.json", &r2);
+    support::validate_json_schema("receipt.schema.json", &r2);
     assert!(r2.get("signer").is_none());
     assert_eq!(r2["blobs"].as_array().unwrap().len(), w.blobs.len());
     for b in r2["blobs"].as_array().unwrap() {
@@ -638,9 +572,9 @@ fn import_receipt_is_written_signed_and_verified() {
         dir,
         &["verify-receipt", s(&receipt), "--trust", &import_pub],
     );
-    code(&out, 1);
+    expect_code(&out, 1);
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsigned"));
-    let out = ok(&airlift(
+    let out = expect_ok(&airlift(
         dir,
         &["verify-receipt", s(&receipt), "--allow-unsigned"],
     ));

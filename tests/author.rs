@@ -1,7 +1,9 @@
 //! Golden comparisons of the authoring core against real imgpkg 0.43.1 / kbld 0.42.0 output.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use airlift::author::AuthorError;
@@ -14,14 +16,7 @@ use airlift::author::scan;
 use airlift::digest::Digest;
 use airlift::reference::Reference;
 use airlift::yaml::{self, Limits, YamlError};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/imgpkg-compat")
-}
-
-fn golden(name: &str) -> String {
-    std::fs::read_to_string(fixtures().join(name)).unwrap()
-}
+use support::fixtures::{fixtures, golden, guestbook_copy};
 
 fn golden_lock() -> ImagesLock {
     ImagesLock::read(
@@ -29,23 +24,6 @@ fn golden_lock() -> ImagesLock {
         &Limits::default(),
     )
     .unwrap()
-}
-
-/// A copy of guestbook-src with the modes the golden tar was made from.
-fn guestbook_copy() -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir().unwrap();
-    let src = fixtures().join("guestbook-src");
-    for sub in [".imgpkg", "config"] {
-        std::fs::create_dir(tmp.path().join(sub)).unwrap();
-        for e in std::fs::read_dir(src.join(sub)).unwrap() {
-            let e = e.unwrap();
-            let to = tmp.path().join(sub).join(e.file_name());
-            std::fs::copy(e.path(), &to).unwrap();
-            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644)).unwrap();
-        }
-    }
-    tmp
 }
 
 #[test]
@@ -197,7 +175,7 @@ fn rewrite_lists_every_unlocked_reference() {
 
 #[test]
 fn bundle_layer_tar_config_and_diffid_match_imgpkg() {
-    let src = guestbook_copy();
+    let src = guestbook_copy(None);
     let inputs = vec![src.path().to_path_buf()];
     let lock_path = bundle::validate_bundle_inputs(&inputs).unwrap();
     assert!(lock_path.ends_with(".imgpkg/images.yml"));
@@ -242,7 +220,7 @@ fn bundle_layer_tar_config_and_diffid_match_imgpkg() {
 
 #[test]
 fn bundle_input_validation_is_imgpkgs() {
-    let src = guestbook_copy();
+    let src = guestbook_copy(None);
     // push -i with a .imgpkg dir is refused.
     let err = bundle::validate_image_inputs(&[src.path().to_path_buf()]).unwrap_err();
     assert!(err.to_string().contains(".imgpkg"), "{err}");

@@ -5,60 +5,20 @@ mod support;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use airlift::oci::{Descriptor, RawManifest, media_type};
 use airlift::reference::Reference;
 use airlift::registry::{Registries, RegistryOptions};
 use bytes::Bytes;
-use support::{ImageSpec, LayerSpec, Registry};
+use support::fixtures::{GOLDEN_HOST, fixtures, golden, guestbook_copy};
+use support::synth::RawTarEntry;
+use support::{ImageSpec, LayerSpec, Registry, airlift, expect_failed, expect_ok, s};
 
-const GOLDEN_HOST: &str = "127.0.0.1:5070";
 /// The golden bundle's manifest and layer digests (from imgpkg's push of guestbook-src).
 const GOLDEN_BUNDLE: &str =
     "sha256:10eb9be00bf33b4580684efec3c42b14d8a942615eba1be554e5980265b4bc78";
 const GOLDEN_LAYER: &str =
     "sha256:09ce40cee9f04c7c4a5c4a21754b9bab3bbe80244adb20f2d104d12ce147d6e7";
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/imgpkg-compat")
-}
-
-fn golden(name: &str) -> String {
-    std::fs::read_to_string(fixtures().join(name)).unwrap()
-}
-
-/// Runs the real binary with a private HOME (no docker config leaks in).
-fn airlift(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_airlift"))
-        .args(args)
-        .env("HOME", home)
-        .env("DOCKER_CONFIG", home.join(".docker"))
-        .output()
-        .expect("run airlift")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "airlift failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn failed(out: &Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "expected exit 1:\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stderr.clone()).unwrap()
-}
 
 /// Golden text with the golden host and digests replaced by this test's.
 fn subst(text: &str, host: &str, digests: &[(String, String)]) -> String {
@@ -104,33 +64,6 @@ fn seed_guestbook(reg: &Registry) -> Vec<(String, String)> {
     pairs
 }
 
-/// A copy of guestbook-src (files 0644, like the golden tar's source); with `host`, the
-/// configuration's references are moved to that registry.
-fn guestbook_copy(host: Option<&str>) -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir().unwrap();
-    let src = fixtures().join("guestbook-src");
-    for sub in [".imgpkg", "config"] {
-        std::fs::create_dir(tmp.path().join(sub)).unwrap();
-        for e in std::fs::read_dir(src.join(sub)).unwrap() {
-            let e = e.unwrap();
-            let to = tmp.path().join(sub).join(e.file_name());
-            let text = std::fs::read_to_string(e.path()).unwrap();
-            let text = match host {
-                Some(h) => text.replace(GOLDEN_HOST, h),
-                None => text,
-            };
-            std::fs::write(&to, text).unwrap();
-            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644)).unwrap();
-        }
-    }
-    tmp
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 #[test]
 fn lock_and_rewrite_match_kbld_goldens() {
     let reg = Registry::start_plain();
@@ -145,7 +78,7 @@ fn lock_and_rewrite_match_kbld_goldens() {
         home.path(),
         &["lock", "-f", s(&config), "--lock-output", s(&lock_file)],
     );
-    ok(&out);
+    expect_ok(&out);
     let expected = subst(
         &golden("kbld-imgpkg-lock-output.images.yml"),
         &host,
@@ -154,7 +87,7 @@ fn lock_and_rewrite_match_kbld_goldens() {
     assert_eq!(std::fs::read_to_string(&lock_file).unwrap(), expected);
     // Without --lock-output the lock goes to stdout, progress to stderr.
     let out = airlift(home.path(), &["lock", "-f", s(&config)]);
-    assert_eq!(ok(&out), expected);
+    assert_eq!(expect_ok(&out), expected);
     assert!(String::from_utf8_lossy(&out.stderr).contains("gb-frontend:v5"));
 
     // Offline rewrite with the lock, given as --lock or as an input document.
@@ -163,12 +96,12 @@ fn lock_and_rewrite_match_kbld_goldens() {
         home.path(),
         &["rewrite", "-f", s(&config), "--lock", s(&lock_file)],
     );
-    assert_eq!(ok(&out), expected);
+    assert_eq!(expect_ok(&out), expected);
     let out = airlift(
         home.path(),
         &["rewrite", "-f", s(&config), "-f", s(&lock_file)],
     );
-    assert_eq!(ok(&out), expected);
+    assert_eq!(expect_ok(&out), expected);
 
     // Unlocked references: every one listed, exit 1; --allow-unlocked passes them through.
     let extra = home.path().join("extra.yaml");
@@ -177,7 +110,7 @@ fn lock_and_rewrite_match_kbld_goldens() {
         "kind: Pod\nspec:\n  containers:\n  - image: nginx:1.25\n  - image: example.com/a/b:v9\n",
     )
     .unwrap();
-    let err = failed(&airlift(
+    let err = expect_failed(&airlift(
         home.path(),
         &[
             "rewrite",
@@ -193,7 +126,7 @@ fn lock_and_rewrite_match_kbld_goldens() {
         err.contains("nginx:1.25") && err.contains("example.com/a/b:v9"),
         "{err}"
     );
-    let out = ok(&airlift(
+    let out = expect_ok(&airlift(
         home.path(),
         &[
             "rewrite",
@@ -208,7 +141,7 @@ fn lock_and_rewrite_match_kbld_goldens() {
 
     // A tag that does not exist fails the lock, naming the reference.
     std::fs::write(&extra, format!("image: {host}/library/redis:nope\n")).unwrap();
-    let err = failed(&airlift(home.path(), &["lock", "-f", s(&extra)]));
+    let err = expect_failed(&airlift(home.path(), &["lock", "-f", s(&extra)]));
     assert!(err.contains("library/redis:nope"), "{err}");
 }
 
@@ -227,7 +160,7 @@ fn push_bundle_matches_imgpkg_bytes() {
     let src = guestbook_copy(None);
     let lock_out = home.path().join("bundle.lock.yml");
     let target = reg.reference("guestbook-bundle:1.0");
-    let stdout = ok(&airlift(
+    let stdout = expect_ok(&airlift(
         home.path(),
         &[
             "push",
@@ -294,12 +227,12 @@ fn push_bundle_matches_imgpkg_bytes() {
     assert_eq!(std::fs::read_to_string(&lock_out).unwrap(), expected);
 
     // Bad inputs are refused: a plain image with .imgpkg, a bundle without it.
-    let err = failed(&airlift(
+    let err = expect_failed(&airlift(
         home.path(),
         &["push", "-i", &reg.reference("img:1"), "-f", s(src.path())],
     ));
     assert!(err.contains(".imgpkg"), "{err}");
-    let err = failed(&airlift(
+    let err = expect_failed(&airlift(
         home.path(),
         &[
             "push",
@@ -311,7 +244,7 @@ fn push_bundle_matches_imgpkg_bytes() {
     ));
     assert!(err.contains(".imgpkg"), "{err}");
     // A plain image of the configuration is fine, with "config":{} and no bundle label.
-    ok(&airlift(
+    expect_ok(&airlift(
         home.path(),
         &[
             "push",
@@ -414,7 +347,7 @@ fn pull_reads_a_bundle_imgpkg_pushed() {
     );
 
     let out_dir = home.path().join("out");
-    let stdout = ok(&airlift(
+    let stdout = expect_ok(&airlift(
         home.path(),
         &[
             "pull",
@@ -431,7 +364,7 @@ fn pull_reads_a_bundle_imgpkg_pushed() {
     assert_eq!(tree(&out_dir), tree(&fixtures().join("guestbook-src")));
 
     // -i on a bundle and a non-empty output directory are refused.
-    let err = failed(&airlift(
+    let err = expect_failed(&airlift(
         home.path(),
         &[
             "pull",
@@ -442,7 +375,7 @@ fn pull_reads_a_bundle_imgpkg_pushed() {
         ],
     ));
     assert!(err.contains("Use -b instead of -i for bundles"), "{err}");
-    let err = failed(&airlift(
+    let err = expect_failed(&airlift(
         home.path(),
         &[
             "pull",
@@ -463,7 +396,7 @@ fn pull_of_relocated_bundle_rewrites_lock_like_imgpkg() {
     let mut digests = seed_guestbook(&reg);
     let src = guestbook_copy(Some(&host));
     let lock_file = src.path().join(".imgpkg/images.yml");
-    ok(&airlift(
+    expect_ok(&airlift(
         home.path(),
         &[
             "lock",
@@ -475,7 +408,7 @@ fn pull_of_relocated_bundle_rewrites_lock_like_imgpkg() {
     ));
     let our_lock = std::fs::read_to_string(&lock_file).unwrap();
     let bundle = reg.reference("guestbook-bundle:1.0");
-    ok(&airlift(
+    expect_ok(&airlift(
         home.path(),
         &["push", "-b", &bundle, "-f", s(src.path())],
     ));
@@ -487,13 +420,13 @@ fn pull_of_relocated_bundle_rewrites_lock_like_imgpkg() {
     digests.push((GOLDEN_LAYER.to_owned(), layer_digest));
 
     let relocated = reg.reference("airgap/guestbook-bundle");
-    ok(&airlift(
+    expect_ok(&airlift(
         home.path(),
         &["copy", "-b", &bundle, "--to-repo", &relocated, "-q"],
     ));
 
     let out_dir = home.path().join("relocated");
-    let stdout = ok(&airlift(
+    let stdout = expect_ok(&airlift(
         home.path(),
         &["pull", "-b", &format!("{relocated}:1.0"), "-o", s(&out_dir)],
     ));
@@ -512,7 +445,7 @@ fn pull_of_relocated_bundle_rewrites_lock_like_imgpkg() {
 
     // The original bundle's repository does not host the images: lock left unchanged.
     let out_dir = home.path().join("original");
-    let stdout = ok(&airlift(
+    let stdout = expect_ok(&airlift(
         home.path(),
         &["pull", "-b", &bundle, "-o", s(&out_dir)],
     ));
@@ -527,7 +460,7 @@ fn pull_of_relocated_bundle_rewrites_lock_like_imgpkg() {
 
     // -b on a plain image is refused; -i pulls its files.
     let frontend = reg.reference("google_samples/gb-frontend:v5");
-    let err = failed(&airlift(
+    let err = expect_failed(&airlift(
         home.path(),
         &["pull", "-b", &frontend, "-o", s(&home.path().join("x"))],
     ));
@@ -536,7 +469,7 @@ fn pull_of_relocated_bundle_rewrites_lock_like_imgpkg() {
         "{err}"
     );
     let img_dir = home.path().join("img");
-    ok(&airlift(
+    expect_ok(&airlift(
         home.path(),
         &["pull", "-i", &frontend, "-o", s(&img_dir)],
     ));
@@ -545,39 +478,16 @@ fn pull_of_relocated_bundle_rewrites_lock_like_imgpkg() {
     assert_eq!(files[0].1.len(), 2048);
 }
 
-/// A raw USTAR header (the `tar` crate refuses to write hostile names, so write them by hand).
-fn raw_header(name: &str, kind: u8, size: u64, link: &str) -> [u8; 512] {
-    let mut h = [0u8; 512];
-    h[..name.len()].copy_from_slice(name.as_bytes());
-    h[100..107].copy_from_slice(b"0000644");
-    h[108..115].copy_from_slice(b"0000000");
-    h[116..123].copy_from_slice(b"0000000");
-    h[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
-    h[136..147].copy_from_slice(b"00000000000");
-    h[156] = kind;
-    h[157..157 + link.len()].copy_from_slice(link.as_bytes());
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
-    h
-}
-
+/// A layer with a harmless `ok.txt` and then one hostile `entry` of type `kind` (written by
+/// hand: the `tar` crate refuses to write hostile names).
 fn hostile_layer(entry: &str, kind: u8, link: &str) -> Vec<u8> {
-    let mut tar = Vec::new();
-    let body = b"owned\n";
-    tar.extend_from_slice(&raw_header("ok.txt", b'0', body.len() as u64, ""));
-    tar.extend_from_slice(body);
-    tar.extend_from_slice(&[0u8; 512 - 6]);
-    let size = if kind == b'0' { body.len() as u64 } else { 0 };
-    tar.extend_from_slice(&raw_header(entry, kind, size, link));
-    if kind == b'0' {
-        tar.extend_from_slice(body);
-        tar.extend_from_slice(&[0u8; 512 - 6]);
-    }
-    tar.extend_from_slice(&[0u8; 1024]);
-    tar
+    let body = b"owned\n".to_vec();
+    let hostile = if kind == b'0' {
+        RawTarEntry::file(entry, body.clone())
+    } else {
+        RawTarEntry::special(entry, kind, link)
+    };
+    support::synth::raw_tar(&[RawTarEntry::file("ok.txt", body), hostile], true)
 }
 
 #[test]
@@ -622,7 +532,7 @@ fn hostile_bundle_layers_are_refused_and_nothing_escapes() {
             &manifest,
         );
         let out_dir = base.path().join(name).join("out");
-        let err = failed(&airlift(
+        let err = expect_failed(&airlift(
             home.path(),
             &[
                 "pull",
@@ -658,7 +568,7 @@ fn recursive_pull_places_nested_bundles_by_digest() {
     // Inner bundle: the guestbook, locked against this registry.
     let inner = guestbook_copy(Some(&host));
     let inner_lock = inner.path().join(".imgpkg/images.yml");
-    ok(&airlift(
+    expect_ok(&airlift(
         home.path(),
         &[
             "lock",
@@ -668,7 +578,7 @@ fn recursive_pull_places_nested_bundles_by_digest() {
             s(&inner_lock),
         ],
     ));
-    ok(&airlift(
+    expect_ok(&airlift(
         home.path(),
         &[
             "push",
@@ -688,7 +598,7 @@ fn recursive_pull_places_nested_bundles_by_digest() {
     )
     .unwrap();
     let outer_lock = outer.path().join(".imgpkg/images.yml");
-    ok(&airlift(
+    expect_ok(&airlift(
         home.path(),
         &[
             "lock",
@@ -698,7 +608,7 @@ fn recursive_pull_places_nested_bundles_by_digest() {
             s(&outer_lock),
         ],
     ));
-    ok(&airlift(
+    expect_ok(&airlift(
         home.path(),
         &[
             "push",
@@ -710,7 +620,7 @@ fn recursive_pull_places_nested_bundles_by_digest() {
     ));
 
     let out_dir = home.path().join("out");
-    let stdout = ok(&airlift(
+    let stdout = expect_ok(&airlift(
         home.path(),
         &[
             "pull",

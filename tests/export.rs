@@ -9,23 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use support::{Corpus, ImageSpec, LayerSpec, Registry, airlift, expect_code, expect_ok};
+use support::{Corpus, ImageSpec, LayerSpec, Registry, airlift, expect_code, expect_ok, run_tool};
 
-use support::corpus::s;
+use support::s;
 
 /// Names in a tar file, by GNU tar (`tar -tf`), in order.
 fn gnu_tar_list(archive: &Path) -> Vec<String> {
-    let out = Command::new("tar")
-        .arg("-tf")
-        .arg(archive)
-        .output()
-        .expect("run tar");
-    assert!(
-        out.status.success(),
-        "tar -tf: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
+    String::from_utf8(run_tool(Command::new("tar").arg("-tf").arg(archive)))
         .expect("tar names are UTF-8")
         .lines()
         .map(str::to_owned)
@@ -34,18 +24,7 @@ fn gnu_tar_list(archive: &Path) -> Vec<String> {
 
 /// One member's bytes, by GNU tar (`tar -xOf`).
 fn gnu_tar_extract(archive: &Path, member: &str) -> Vec<u8> {
-    let out = Command::new("tar")
-        .arg("-xOf")
-        .arg(archive)
-        .arg(member)
-        .output()
-        .expect("run tar");
-    assert!(
-        out.status.success(),
-        "tar -xOf {member}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    run_tool(Command::new("tar").arg("-xOf").arg(archive).arg(member))
 }
 
 fn json(bytes: &[u8]) -> Value {
@@ -270,35 +249,20 @@ fn single_image_archive_is_readable_by_skopeo_and_copies_back_identically() {
     expect_ok(&export(home.path(), &out, &["-i", &root, "--unsigned"]));
 
     let src = format!("oci-archive:{}:{root}", out.display());
-    let inspect = Command::new("skopeo")
-        .args(["--insecure-policy", "inspect", "--raw", &src])
-        .output()
-        .unwrap();
-    assert!(
-        inspect.status.success(),
-        "skopeo inspect: {}",
-        String::from_utf8_lossy(&inspect.stderr)
-    );
-    assert_eq!(inspect.stdout, img.manifest);
+    let inspected =
+        run_tool(Command::new("skopeo").args(["--insecure-policy", "inspect", "--raw", &src]));
+    assert_eq!(inspected, img.manifest);
 
     let dest = format!("docker://{}/copied/app:v1", target.host());
-    let copy = Command::new("skopeo")
-        .args([
-            "--insecure-policy",
-            "copy",
-            "--quiet",
-            "--preserve-digests",
-            "--dest-tls-verify=false",
-            &src,
-            &dest,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        copy.status.success(),
-        "skopeo copy: {}",
-        String::from_utf8_lossy(&copy.stderr)
-    );
+    run_tool(Command::new("skopeo").args([
+        "--insecure-policy",
+        "copy",
+        "--quiet",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &src,
+        &dest,
+    ]));
     let pushed = support::skopeo_inspect_raw("copied/app:v1", &target);
     assert_eq!(support::sha256_digest(&pushed), img.manifest_digest);
 }

@@ -7,60 +7,17 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::corpus::s;
 use support::proxy::{Fault, FaultProxy};
+use support::s;
 use support::synth::{SynthArchive, synth_image};
-use support::{ImageSpec, LayerSpec, Registry, airlift, airlift_cmd, expect_ok};
-
-/// Tags of `repo`, empty when the repository has none (a failed import may leave blobs).
-fn tags(reg: &Registry, repo: &str) -> Vec<String> {
-    let resp = support::http_get(reg, &format!("/v2/{repo}/tags/list?n=10000"));
-    if resp.status == 404 {
-        return Vec::new();
-    }
-    assert_eq!(resp.status, 200, "tags of {repo}");
-    let v: Value = serde_json::from_slice(&resp.body).unwrap();
-    let mut t: Vec<String> = v["tags"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| t.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    t.sort();
-    t
-}
-
-/// Every repository → every tag → the exact manifest bytes it serves.
-fn registry_state(reg: &Registry) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
-    let mut state = BTreeMap::new();
-    for repo in support::catalog(reg) {
-        let mut by_tag = BTreeMap::new();
-        for t in tags(reg, &repo) {
-            by_tag.insert(
-                t.clone(),
-                support::skopeo_inspect_raw(&format!("{repo}:{t}"), reg),
-            );
-        }
-        state.insert(repo, by_tag);
-    }
-    state
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use support::{
+    ImageSpec, LayerSpec, Registry, airlift, airlift_cmd, expect_ok, output_text, registry_state,
+};
 
 /// A source registry holding one image of three 2 MiB layers (big enough to be cut mid-body).
 fn source_image() -> (Registry, String) {
@@ -124,7 +81,7 @@ fn export_through_a_faulty_network_retries_resumes_and_matches() {
     let failed = h.join("failed.tar");
     let out = export(h, &reference, &failed, &["--registry-retry-count", "1"]);
     assert!(!out.status.success(), "export succeeded through 100 503s");
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(t.contains("503") && t.contains(&proxy.host()), "{t}");
     assert_no_output(&failed);
     proxy.clear();
@@ -213,7 +170,7 @@ fn import_through_a_faulty_network_retries_and_matches() {
         &["--registry-retry-count", "1"],
     );
     assert!(!out.status.success(), "import succeeded through 100 503s");
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(t.contains("503") && t.contains(&proxy2.host()), "{t}");
     assert!(
         registry_state(&target2)
@@ -286,7 +243,7 @@ fn target_registry_killed_mid_import_then_restarted_rerun_matches() {
         !out.status.success(),
         "import survived the registry's death"
     );
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(
         t.contains(&proxy.host()),
         "error does not name the registry: {t}"
@@ -426,7 +383,7 @@ fn disk_full_while_exporting_leaves_nothing() {
             let extra: &[&str] = if zstd { &["--zstd"] } else { &[] };
             let out = export(h, &reference, &out_path, extra);
             assert!(!out.status.success(), "export onto a full disk succeeded");
-            let t = text(&out);
+            let t = output_text(&out);
             assert!(
                 t.contains("No space left on device") && t.contains("out.tar"),
                 "{t}"
@@ -468,7 +425,7 @@ fn disk_full_while_exporting_leaves_nothing() {
     }
     let out = cmd.output().unwrap();
     assert!(!out.status.success(), "export past RLIMIT_FSIZE succeeded");
-    let t = text(&out);
+    let t = output_text(&out);
     assert!(t.contains("File too large") && t.contains("out.tar"), "{t}");
     assert_dir_empty(dir.path(), "RLIMIT_FSIZE");
 

@@ -6,7 +6,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use support::{ImageSpec, LayerSpec, Registry, WrittenImage, WrittenIndex};
+use support::{ImageSpec, LayerSpec, Registry, WrittenImage, WrittenIndex, run_tool};
 
 const KIB: u64 = 1024;
 
@@ -192,17 +192,8 @@ fn layouts_are_deterministic_real_tars_and_share_layers() {
         .path()
         .join("blobs/sha256")
         .join(img_a.layer_digests[1].hex());
-    let out = Command::new("tar")
-        .arg("-tzvf")
-        .arg(&layer)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let listing = run_tool(Command::new("tar").arg("-tzvf").arg(&layer));
+    let listing = String::from_utf8_lossy(&listing);
     assert!(listing.contains("data/layer-2-204800.bin"), "{listing}");
     assert!(listing.contains("204800"), "{listing}");
 

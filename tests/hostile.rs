@@ -18,7 +18,7 @@ use airlift::archive::Manifest;
 use airlift::digest::Digest;
 use airlift::keys;
 use airlift::oci::{Descriptor, Parsed, RawManifest};
-use support::corpus::s;
+use support::s;
 use support::synth::{RawTarEntry, SynthArchive, raw_tar, synth_image};
 use support::{Registry, airlift_cmd, run_measuring_rss};
 

@@ -4,48 +4,16 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::corpus::s;
-use support::{Corpus, ImageSpec, LayerSpec, Registry, airlift, expect_code, expect_ok};
-
-/// Sorted tags of `repo`, empty when the repository does not exist.
-fn tags(reg: &Registry, repo: &str) -> Vec<String> {
-    let resp = support::http_get(reg, &format!("/v2/{repo}/tags/list"));
-    if resp.status == 404 {
-        return Vec::new();
-    }
-    assert_eq!(
-        resp.status,
-        200,
-        "tags of {repo}: {}",
-        String::from_utf8_lossy(&resp.body)
-    );
-    let v: Value = serde_json::from_slice(&resp.body).unwrap();
-    let mut t: Vec<String> = v["tags"]
-        .as_array()
-        .map(|a| a.iter().map(|t| t.as_str().unwrap().to_owned()).collect())
-        .unwrap_or_default();
-    t.sort();
-    t
-}
-
-/// Every repository → every tag → the exact manifest bytes it serves.
-fn registry_state(reg: &Registry) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
-    let mut state = BTreeMap::new();
-    for repo in support::catalog(reg) {
-        let mut by_tag = BTreeMap::new();
-        for t in tags(reg, &repo) {
-            let raw = support::skopeo_inspect_raw(&format!("{repo}:{t}"), reg);
-            by_tag.insert(t, raw);
-        }
-        state.insert(repo, by_tag);
-    }
-    state
-}
+use support::s;
+use support::{
+    Corpus, ImageSpec, LayerSpec, Registry, airlift, expect_code, expect_ok, registry_state,
+    registry_tags,
+};
 
 /// Registry flags for airlift talking to `reg` (CA and credentials for the TLS flavour).
 fn reg_flags(reg: &Registry) -> Vec<String> {
@@ -73,6 +41,13 @@ fn keygen(home: &Path, name: &str) -> (PathBuf, PathBuf) {
     let base = home.join(name);
     expect_ok(&airlift(home, &["keygen", "--out", s(&base)]));
     (base.with_extension("key"), base.with_extension("pub"))
+}
+
+/// `airlift export -q -b BUNDLE -o ARCHIVE EXTRA…`, which must succeed.
+fn export_bundle(home: &Path, bundle: &str, archive: &Path, extra: &[&str]) {
+    let mut args = vec!["export", "-q", "-b", bundle, "-o", s(archive)];
+    args.extend_from_slice(extra);
+    expect_ok(&airlift(home, &args));
 }
 
 fn hex_of(digest: &str) -> &str {
@@ -124,19 +99,7 @@ fn walk_through_into_tls_auth_registry() {
     );
     let (key, pubkey) = keygen(h, "release");
     let archive = h.join("guestbook.tar");
-    expect_ok(&airlift(
-        h,
-        &[
-            "export",
-            "-q",
-            "-b",
-            &bundle.image.tag_ref,
-            "-o",
-            s(&archive),
-            "--sign-key",
-            s(&key),
-        ],
-    ));
+    export_bundle(h, &bundle.image.tag_ref, &archive, &["--sign-key", s(&key)]);
     expect_ok(&airlift(h, &["verify", s(&archive), "--trust", s(&pubkey)]));
 
     let repo = "apps/guestbook";
@@ -160,7 +123,7 @@ fn walk_through_into_tls_auth_registry() {
     ));
 
     // Tags: one imgpkg tag per image and for the bundle, the bundle's own tag, the locations image.
-    let got = tags(&internal, repo);
+    let got = registry_tags(&internal, repo);
     let mut want: BTreeSet<String> = bundle
         .lock_images
         .iter()
@@ -425,7 +388,7 @@ fn tampered_archives_fail_verify_and_import_without_leaving_anything() {
         // Nothing visible: no tag, no manifest in any repository.
         for repo in support::catalog(&target) {
             assert_eq!(
-                tags(&target, &repo),
+                registry_tags(&target, &repo),
                 Vec::<String>::new(),
                 "{what}: tags in {repo}"
             );
@@ -474,18 +437,7 @@ fn tampered_blob_already_at_destination_still_fails() {
     let h = home.path();
     let bundle = small_bundle(&source, h, "skip/bundle", &["skip/a"]);
     let good = h.join("good.tar");
-    expect_ok(&airlift(
-        h,
-        &[
-            "export",
-            "-q",
-            "-b",
-            &bundle.image.tag_ref,
-            "-o",
-            s(&good),
-            "--unsigned",
-        ],
-    ));
+    export_bundle(h, &bundle.image.tag_ref, &good, &["--unsigned"]);
     let to_repo = target.reference("inside/app");
     let import = |archive: &Path| {
         airlift(
@@ -588,18 +540,7 @@ fn interrupted_import_resumes_to_the_same_state_as_an_uninterrupted_one() {
     let refs: Vec<(&str, &str)> = refs.iter().map(|(k, r)| (k.as_str(), r.as_str())).collect();
     let bundle = support::push_bundle(&source, h, "heavy/bundle", &refs);
     let archive = h.join("heavy.tar");
-    expect_ok(&airlift(
-        h,
-        &[
-            "export",
-            "-q",
-            "-b",
-            &bundle.image.tag_ref,
-            "-o",
-            s(&archive),
-            "--unsigned",
-        ],
-    ));
+    export_bundle(h, &bundle.image.tag_ref, &archive, &["--unsigned"]);
 
     let interrupted = Registry::start_plain();
     let import_args = |reg: &Registry| -> Vec<String> {
@@ -642,7 +583,10 @@ fn interrupted_import_resumes_to_the_same_state_as_an_uninterrupted_one() {
         big < 3,
         "all layers were already pushed: the kill came too late"
     );
-    assert_eq!(tags(&interrupted, "inside/heavy"), Vec::<String>::new());
+    assert_eq!(
+        registry_tags(&interrupted, "inside/heavy"),
+        Vec::<String>::new()
+    );
     assert_eq!(manifest_links(&interrupted.storage_dir()), 0);
 
     // The re-run completes; the result equals an uninterrupted import into a fresh registry.
@@ -759,7 +703,7 @@ fn require_signatures_counts_distinct_trusted_signers() {
     assert_eq!(support::catalog(&target), Vec::<String>::new());
     expect_ok(&import(&two, "two/app"));
     assert_eq!(
-        tags(&target, "two/app"),
+        registry_tags(&target, "two/app"),
         vec![
             "1".to_owned(),
             format!("{}.imgpkg", img.manifest_digest.tag_form())
@@ -775,18 +719,7 @@ fn to_registry_keeps_repository_paths_and_writes_relocations() {
     let h = home.path();
     let corpus = Corpus::build(&source, h);
     let archive = h.join("corpus.tar");
-    expect_ok(&airlift(
-        h,
-        &[
-            "export",
-            "-q",
-            "-b",
-            &corpus.outer.image.tag_ref,
-            "-o",
-            s(&archive),
-            "--unsigned",
-        ],
-    ));
+    export_bundle(h, &corpus.outer.image.tag_ref, &archive, &["--unsigned"]);
     let prefix = format!("{}/mirror", target.host());
     let lock_out = h.join("lock.yml");
     let out = expect_ok(&airlift(
@@ -823,7 +756,7 @@ fn to_registry_keeps_repository_paths_and_writes_relocations() {
         (&corpus.images[2], "nested"),
     ] {
         assert_eq!(
-            tags(&target, &format!("mirror/{}", img.repo)),
+            registry_tags(&target, &format!("mirror/{}", img.repo)),
             vec![tag_of(&img.digest)],
             "{} (locked by {locked_by})",
             img.repo
@@ -843,13 +776,13 @@ fn to_registry_keeps_repository_paths_and_writes_relocations() {
     let relocations = |b: &support::CorpusBundle| {
         format!("{}.image-relocations.airlift", b.image.digest.tag_form())
     };
-    let outer_tags = tags(&target, "mirror/corpus/outer");
+    let outer_tags = registry_tags(&target, "mirror/corpus/outer");
     assert!(outer_tags.contains(&"v1".to_owned()), "{outer_tags:?}");
     assert!(
         outer_tags.contains(&relocations(&corpus.outer)),
         "{outer_tags:?}"
     );
-    let nested_tags = tags(&target, "mirror/corpus/nested");
+    let nested_tags = registry_tags(&target, "mirror/corpus/nested");
     assert!(
         nested_tags.contains(&tag_of(&corpus.nested.image.digest)),
         "{nested_tags:?}"

@@ -32,19 +32,8 @@ impl Airlift {
     /// `airlift copy -q ARGS…` with HOME/DOCKER_CONFIG pointing at an empty temp dir.
     fn new(args: &[&str]) -> Airlift {
         let home = tempfile::tempdir().expect("temp HOME");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_airlift"));
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("AIRLIFT_REGISTRY_") {
-                cmd.env_remove(&k);
-            }
-        }
-        cmd.env("HOME", home.path())
-            .env("DOCKER_CONFIG", home.path().join(".docker"))
-            .env_remove("REGISTRY_AUTH_FILE")
-            .arg("copy")
-            .arg("-q")
-            .args(args)
-            .stdin(Stdio::null());
+        let mut cmd = support::airlift_cmd(home.path());
+        cmd.arg("copy").arg("-q").args(args).stdin(Stdio::null());
         Airlift { cmd, home }
     }
 

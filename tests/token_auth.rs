@@ -10,21 +10,10 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use support::corpus::s;
+use support::s;
 use support::{ImageSpec, LayerSpec, Registry, WrittenImage, expect_code, expect_ok};
 
 /// `airlift ARGS` with a private HOME and no `AIRLIFT_REGISTRY_*` from the host.
-fn airlift(home: &Path) -> Command {
-    let mut cmd = support::airlift_cmd(home);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("AIRLIFT_REGISTRY_") {
-            cmd.env_remove(&k);
-        }
-    }
-    cmd.env_remove("REGISTRY_AUTH_FILE");
-    cmd
-}
-
 fn run(mut cmd: Command) -> Output {
     cmd.output().expect("run airlift")
 }
@@ -49,17 +38,11 @@ fn push_image(reg: &Registry, seed: u64, repo_ref: &str) -> WrittenImage {
 
 /// The manifest `skopeo inspect --raw` reads for `reference` from an exported oci-archive.
 fn archived_manifest(archive: &Path, reference: &str) -> Vec<u8> {
-    let out = Command::new("skopeo")
-        .args(["--insecure-policy", "inspect", "--raw"])
-        .arg(format!("oci-archive:{}:{reference}", archive.display()))
-        .output()
-        .expect("run skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo inspect of the archive: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    support::run_tool(
+        Command::new("skopeo")
+            .args(["--insecure-policy", "inspect", "--raw"])
+            .arg(format!("oci-archive:{}:{reference}", archive.display())),
+    )
 }
 
 /// Token requests that were answered 200 with exactly this scope.
@@ -97,7 +80,7 @@ fn copy_into_and_export_from_a_token_auth_registry() {
     // airlift copy INTO the token registry, credentials as flags (they also go to the plain
     // source, which ignores them).
     let app = push_image(&src, 2, "src/app:v1");
-    let mut cmd = airlift(home.path());
+    let mut cmd = support::airlift_cmd(home.path());
     cmd.args(["copy", "-q", "-i", &src.reference("src/app:v1")])
         .args(["--registry-username", &user, "--registry-password", &pass])
         .args(["--to-registry", &tok.reference("flags")]);
@@ -112,7 +95,7 @@ fn copy_into_and_export_from_a_token_auth_registry() {
     );
 
     // Again with the env group naming only the token registry's host.
-    let mut cmd = airlift(home.path());
+    let mut cmd = support::airlift_cmd(home.path());
     cmd.args(["copy", "-q", "-i", &src.reference("src/app:v1")])
         .args(["--to-registry", &tok.reference("env")])
         .env("AIRLIFT_REGISTRY_HOSTNAME", tok.host())
@@ -125,7 +108,7 @@ fn copy_into_and_export_from_a_token_auth_registry() {
     // airlift export FROM the token registry, flags.
     let flags_tar = home.path().join("flags.tar");
     let root = tok.reference("direct/app:v1");
-    let mut cmd = airlift(home.path());
+    let mut cmd = support::airlift_cmd(home.path());
     cmd.args([
         "export",
         "-q",
@@ -144,7 +127,7 @@ fn copy_into_and_export_from_a_token_auth_registry() {
     // And with the env group.
     let env_tar = home.path().join("env.tar");
     let root = tok.reference("env/src/app:v1");
-    let mut cmd = airlift(home.path());
+    let mut cmd = support::airlift_cmd(home.path());
     cmd.args(["export", "-q", "--unsigned", "-o", s(&env_tar), "-i", &root])
         .env("AIRLIFT_REGISTRY_HOSTNAME", tok.host())
         .env("AIRLIFT_REGISTRY_USERNAME", &user)
@@ -172,7 +155,7 @@ fn wrong_or_missing_credentials_name_the_registry() {
     let user = tok.username().to_owned();
 
     // copy INTO, wrong password in the flags.
-    let mut cmd = airlift(home.path());
+    let mut cmd = support::airlift_cmd(home.path());
     cmd.args(["copy", "-q", "-i", &src.reference("src/app:v1")])
         .args(["--registry-username", &user])
         .args(["--registry-password", "not-the-password"])
@@ -190,7 +173,7 @@ fn wrong_or_missing_credentials_name_the_registry() {
 
     // export FROM, wrong password in the env group.
     let out = home.path().join("x.tar");
-    let mut cmd = airlift(home.path());
+    let mut cmd = support::airlift_cmd(home.path());
     cmd.args(["export", "-q", "--unsigned", "-o", s(&out)])
         .args(["-i", &tok.reference("there/app:v1")])
         .env("AIRLIFT_REGISTRY_HOSTNAME", tok.host())
@@ -203,7 +186,7 @@ fn wrong_or_missing_credentials_name_the_registry() {
     assert!(!out.exists(), "a failed export left {}", out.display());
 
     // No credentials at all.
-    let mut cmd = airlift(home.path());
+    let mut cmd = support::airlift_cmd(home.path());
     cmd.args(["export", "-q", "--unsigned", "-o", s(&out)])
         .args(["-i", &tok.reference("there/app:v1")]);
     let text = expect_code(&run(cmd), 1);
@@ -244,7 +227,7 @@ fn pre_issued_token_pulls_but_cannot_push() {
     let before = server.requests().len();
     let out = home.path().join("held.tar");
     let root = tok.reference("held/app:v1");
-    let mut cmd = airlift(home.path());
+    let mut cmd = support::airlift_cmd(home.path());
     cmd.args(["export", "-q", "--unsigned", "-o", s(&out), "-i", &root])
         .args(["--registry-token", &token]);
     expect_ok(&run(cmd));
@@ -261,7 +244,7 @@ fn pre_issued_token_pulls_but_cannot_push() {
     let (signed, sig) = token.rsplit_once('.').expect("JWT has three parts");
     let flipped = if sig.starts_with('A') { 'B' } else { 'A' };
     let forged = format!("{signed}.{flipped}{}", &sig[1..]);
-    let mut cmd = airlift(home.path());
+    let mut cmd = support::airlift_cmd(home.path());
     cmd.args([
         "export",
         "-q",
@@ -277,7 +260,7 @@ fn pre_issued_token_pulls_but_cannot_push() {
     );
 
     // The same pull-only token cannot push: the registry refuses and airlift says so.
-    let mut cmd = airlift(home.path());
+    let mut cmd = support::airlift_cmd(home.path());
     cmd.args(["copy", "-q", "-i", &src.reference("src/app:v1")])
         .args(["--registry-token", &token])
         .args(["--to-registry", &tok.reference("held")]);

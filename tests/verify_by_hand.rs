@@ -7,25 +7,14 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::{ImageSpec, LayerSpec, Registry};
+use support::{ImageSpec, LayerSpec, Registry, airlift_cmd, expect_ok};
 
 fn airlift(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_airlift"))
-        .args(args)
-        .env("HOME", home)
-        .env("DOCKER_CONFIG", home.join(".docker"))
+    airlift_cmd(home)
         .env("SOURCE_DATE_EPOCH", "1767225600")
+        .args(args)
         .output()
         .expect("run airlift")
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "airlift failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The shell block fenced by "```sh id=verify-by-hand" … "```" in the markdown.
@@ -52,22 +41,6 @@ fn run_recipe(script: &Path, archive: &Path, public: &Path) -> Output {
         .expect("run bash")
 }
 
-/// (name, data offset, size) of every entry of a plain ustar stream.
-fn entries(tar: &[u8]) -> Vec<(String, usize, usize)> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos + 512 <= tar.len() && tar[pos..pos + 512].iter().any(|&b| b != 0) {
-        let h = &tar[pos..pos + 512];
-        let name_end = h[..100].iter().position(|&b| b == 0).unwrap_or(100);
-        let name = String::from_utf8(h[..name_end].to_vec()).unwrap();
-        let size_text = std::str::from_utf8(&h[124..135]).unwrap();
-        let size = usize::from_str_radix(size_text.trim_matches(char::from(0)).trim(), 8).unwrap();
-        out.push((name, pos + 512, size));
-        pos += 512 + size.div_ceil(512) * 512;
-    }
-    out
-}
-
 #[test]
 fn recipe_accepts_a_signed_archive_and_refuses_tampered_copies() {
     let reg = Registry::start_plain();
@@ -84,11 +57,11 @@ fn recipe_accepts_a_signed_archive_and_refuses_tampered_copies() {
     );
     support::skopeo_push(&layout, "v1", "team/app:v1", &reg);
     let key = dir.join("release");
-    ok(&airlift(dir, &["keygen", "--out", key.to_str().unwrap()]));
+    expect_ok(&airlift(dir, &["keygen", "--out", key.to_str().unwrap()]));
     let public = PathBuf::from(format!("{}.pub", key.display()));
     let private = PathBuf::from(format!("{}.key", key.display()));
     let archive = dir.join("app.tar");
-    ok(&airlift(
+    expect_ok(&airlift(
         dir,
         &[
             "export",
@@ -115,7 +88,11 @@ fn recipe_accepts_a_signed_archive_and_refuses_tampered_copies() {
     assert!(stdout.contains("OK: 4 blobs match"), "{stdout}");
 
     let bytes = std::fs::read(&archive).unwrap();
-    let list = entries(&bytes);
+    // (name, data offset, size) of every entry.
+    let list: Vec<(String, usize, usize)> = support::tar_entries(&bytes)
+        .into_iter()
+        .map(|e| (e.name, e.data_offset, e.size))
+        .collect();
     let must_fail = |name: &str, path: &Path, pubkey: &Path, expect: &str| {
         let out = run_recipe(&script, path, pubkey);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -175,7 +152,7 @@ fn recipe_accepts_a_signed_archive_and_refuses_tampered_copies() {
 
     // The right archive, the wrong key.
     let other = dir.join("other");
-    ok(&airlift(dir, &["keygen", "--out", other.to_str().unwrap()]));
+    expect_ok(&airlift(dir, &["keygen", "--out", other.to_str().unwrap()]));
     let other_pub = PathBuf::from(format!("{}.pub", other.display()));
     must_fail("other key", &archive, &other_pub, "no signature by key");
 }

@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::corpus::s;
+use support::s;
 use support::{
     ImageSpec, LayerSpec, Registry, WrittenImage, airlift, airlift_cmd, expect_code, expect_ok,
-    push_bundle, skopeo_push, write_oci_image,
+    push_bundle, registry_state, registry_tags, skopeo_push, write_oci_image,
 };
 
 const EPOCH: &str = "1767225600";
@@ -30,33 +30,6 @@ fn run(home: &Path, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("run airlift")
-}
-
-/// Validates `instance` against `format-spec/SCHEMA` with python3-jsonschema.
-fn python_validate(schema: &str, instance: &Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let inst = dir.path().join("i.json");
-    std::fs::write(&inst, serde_json::to_vec(instance).unwrap()).unwrap();
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("format-spec")
-        .join(schema);
-    let script = "import json,sys,jsonschema\n\
-                  s=json.load(open(sys.argv[1])); i=json.load(open(sys.argv[2]))\n\
-                  jsonschema.Draft202012Validator.check_schema(s)\n\
-                  jsonschema.Draft202012Validator(s).validate(i)\n";
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&schema)
-        .arg(&inst)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        schema.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The `airlift/manifest.json` of a plain archive file.
@@ -90,63 +63,16 @@ fn push_images(reg: &Registry, images: &[(&str, ImageSpec)]) -> Vec<WrittenImage
         .collect()
 }
 
-fn tags(reg: &Registry, repo: &str) -> Vec<String> {
-    let resp = support::http_get(reg, &format!("/v2/{repo}/tags/list"));
-    if resp.status == 404 {
-        return Vec::new();
-    }
-    let v: Value = serde_json::from_slice(&resp.body).unwrap();
-    let mut t: Vec<String> = v["tags"]
-        .as_array()
-        .map(|a| a.iter().map(|t| t.as_str().unwrap().to_owned()).collect())
-        .unwrap_or_default();
-    t.sort();
-    t
-}
-
-/// Every repository → every tag → the exact manifest bytes it serves.
-fn registry_state(reg: &Registry) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
-    let mut state = BTreeMap::new();
-    for repo in support::catalog(reg) {
-        let mut by_tag = BTreeMap::new();
-        for t in tags(reg, &repo) {
-            by_tag.insert(
-                t.clone(),
-                support::skopeo_inspect_raw(&format!("{repo}:{t}"), reg),
-            );
-        }
-        state.insert(repo, by_tag);
-    }
-    state
-}
-
 fn blob_present(reg: &Registry, repo: &str, digest: &str) -> bool {
     support::http_get(reg, &format!("/v2/{repo}/blobs/{digest}")).status == 200
 }
 
 /// `(name, data offset, size)` of every whole entry of a (possibly cut) plain tar.
 fn whole_entries(bytes: &[u8]) -> Vec<(String, usize, usize)> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos + 512 <= bytes.len() {
-        let h = &bytes[pos..pos + 512];
-        if h.iter().all(|&b| b == 0) {
-            break;
-        }
-        let name_end = h[..100].iter().position(|&b| b == 0).unwrap_or(100);
-        let name = String::from_utf8_lossy(&h[..name_end]).into_owned();
-        let size_text = String::from_utf8_lossy(&h[124..135])
-            .trim_matches('\0')
-            .to_owned();
-        let size = usize::from_str_radix(size_text.trim(), 8).unwrap();
-        let data = pos + 512;
-        if data + size > bytes.len() {
-            break;
-        }
-        out.push((name, data, size));
-        pos = data + size.div_ceil(512) * 512;
-    }
-    out
+    support::whole_tar_entries(bytes)
+        .into_iter()
+        .map(|e| (e.name, e.data_offset, e.size))
+        .collect()
 }
 
 /// Checks the checksum files with the stock tools, from inside their directory.
@@ -155,17 +81,11 @@ fn stock_checksums_pass(dir: &Path, stem: &str) {
         ("b3sum", format!("{stem}.B3SUMS")),
         ("sha256sum", format!("{stem}.SHA256SUMS")),
     ] {
-        let out = std::process::Command::new(tool)
-            .arg("-c")
-            .arg(&file)
-            .current_dir(dir)
-            .output()
-            .unwrap_or_else(|e| panic!("run {tool}: {e}"));
-        assert!(
-            out.status.success(),
-            "{tool} -c {file}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        support::run_tool(
+            std::process::Command::new(tool)
+                .arg("-c")
+                .arg(&file)
+                .current_dir(dir),
         );
     }
 }
@@ -294,10 +214,10 @@ fn one_mib_volumes_verify_alone_and_import_one_per_run_in_any_order() {
         assert_eq!(report["volumeCount"], count);
         assert_eq!(report["volumesNeeded"].as_array().unwrap().len(), count - 1);
         assert!(report["blobsChecked"].as_u64().unwrap() >= 1);
-        python_validate("verify-report.schema.json", &report);
+        support::validate_json_schema("verify-report.schema.json", &report);
     }
     let manifest = manifest_of(&volumes[0]);
-    python_validate("manifest.schema.json", &manifest);
+    support::validate_json_schema("manifest.schema.json", &manifest);
     assert_eq!(manifest["volume"]["count"], count);
     assert_eq!(manifest["volume"]["maxSize"], MIB);
     let text = expect_ok(&run(
@@ -311,7 +231,7 @@ fn one_mib_volumes_verify_alone_and_import_one_per_run_in_any_order() {
         ],
     ));
     let inspected: Value = serde_json::from_str(&text).unwrap();
-    python_validate("inspect.schema.json", &inspected);
+    support::validate_json_schema("inspect.schema.json", &inspected);
     assert_eq!(inspected[0]["thisVolume"], count);
     assert_eq!(inspected[0]["volume"]["count"], count);
     let mut all: Vec<&str> = vec!["verify"];
@@ -347,13 +267,13 @@ fn one_mib_volumes_verify_alone_and_import_one_per_run_in_any_order() {
         let _ = text;
         if k + 1 < count {
             assert!(
-                tags(&dst, "moved/app").is_empty(),
+                registry_tags(&dst, "moved/app").is_empty(),
                 "tags after {} run(s)",
                 k + 1
             );
         }
     }
-    assert!(!tags(&dst, "moved/app").is_empty());
+    assert!(!registry_tags(&dst, "moved/app").is_empty());
     let reference = Registry::start_plain();
     expect_ok(&run(
         home.path(),
@@ -411,7 +331,7 @@ fn one_mib_volumes_verify_alone_and_import_one_per_run_in_any_order() {
         text.contains(s(&copy)),
         "the damaged volume is named: {text}"
     );
-    assert!(tags(&fresh, "moved/app").is_empty());
+    assert!(registry_tags(&fresh, "moved/app").is_empty());
     let text = expect_code(
         &run(
             home.path(),
@@ -585,7 +505,7 @@ fn delta_over_the_previous_release_carries_only_new_layers() {
         1,
     );
     assert!(text.contains("app-1.0.tar"), "{text}");
-    assert!(tags(&empty, "prod/app").is_empty());
+    assert!(registry_tags(&empty, "prod/app").is_empty());
 
     // 1.0 then the delta equals a full 1.1 import (for everything the full import holds).
     let dst = Registry::start_plain();
@@ -799,6 +719,20 @@ fn export_and_kill(home: &Path, args: &[&str], files: impl Fn() -> u64, kill_at:
     }
 }
 
+/// File name → content of every file directly in `dir`, to compare two export outputs.
+fn dir_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
 fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|d| d.map(|e| e.unwrap().metadata().unwrap().len()).sum())
@@ -919,19 +853,7 @@ fn resume_case(volume_size: Option<&str>) {
             .iter()
             .any(|d| gets.iter().any(|g| g.contains(d.as_str())))
     );
-    let list = |dir: &Path| -> BTreeMap<String, Vec<u8>> {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| {
-                let p = e.unwrap().path();
-                (
-                    p.file_name().unwrap().to_string_lossy().into_owned(),
-                    std::fs::read(&p).unwrap(),
-                )
-            })
-            .collect()
-    };
-    let (a, b) = (list(whole_dir.path()), list(cut_dir.path()));
+    let (a, b) = (dir_files(whole_dir.path()), dir_files(cut_dir.path()));
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     assert!(a == b, "resumed export differs from the uninterrupted one");
     stock_checksums_pass(cut_dir.path(), "rel");
@@ -1042,20 +964,8 @@ fn resume_inside_a_split_blob_continues_at_the_right_part() {
     let b: Vec<&str> = b.iter().map(String::as_str).collect();
     let text = String::from_utf8_lossy(&expect_ok_out(&run(home.path(), &b))).into_owned();
     assert!(text.contains("resumed: kept"), "{text}");
-    let list = |dir: &Path| -> BTreeMap<String, Vec<u8>> {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| {
-                let p = e.unwrap().path();
-                (
-                    p.file_name().unwrap().to_string_lossy().into_owned(),
-                    std::fs::read(&p).unwrap(),
-                )
-            })
-            .collect()
-    };
     assert!(
-        list(whole.path()) == list(cut.path()),
+        dir_files(whole.path()) == dir_files(cut.path()),
         "resumed set differs"
     );
     let first = cut.path().join("app.001.tar");

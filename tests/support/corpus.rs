@@ -17,65 +17,17 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use airlift::digest::Digest;
 use serde_json::Value;
 
+use super::cli::{airlift, expect_ok, s};
 use super::layout::{ImageSpec, LayerSpec, WrittenImage, WrittenIndex};
 use super::registry::Registry;
 use super::{sha256_digest, skopeo_inspect_raw, skopeo_push, write_oci_image, write_oci_index};
 
 /// Size of the shared base layer's file (gzip'd; random data does not shrink).
 const BASE_SIZE: u64 = 1024 * 1024;
-
-/// Runs the real `airlift` binary with a private HOME (no docker config of the host leaks in).
-pub fn airlift(home: &Path, args: &[&str]) -> Output {
-    airlift_cmd(home).args(args).output().expect("run airlift")
-}
-
-/// The `airlift` binary as a [`Command`] with a private HOME, for callers that add env or spawn.
-pub fn airlift_cmd(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_airlift"));
-    cmd.env("HOME", home)
-        .env("DOCKER_CONFIG", home.join(".docker"))
-        .env_remove("AIRLIFT_REGISTRY_HOSTNAME")
-        .env_remove("AIRLIFT_REGISTRY_USERNAME")
-        .env_remove("AIRLIFT_REGISTRY_PASSWORD");
-    cmd
-}
-
-/// Panics with airlift's output unless it exited 0; returns stdout.
-pub fn expect_ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "airlift failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Panics unless airlift exited with `code`; returns stdout + stderr for message checks.
-pub fn expect_code(out: &Output, code: i32) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "expected exit {code}:\n{text}"
-    );
-    text
-}
-
-/// A path as `&str` (test paths are always UTF-8 temp paths).
-pub fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
 
 /// One image or index of the corpus.
 #[derive(Clone, Debug)]
@@ -322,6 +274,11 @@ impl TarEntry {
     pub fn end_offset(&self) -> usize {
         self.data_offset + self.size.div_ceil(512) * 512
     }
+
+    /// The entry's data within `bytes`, the tar it was listed from.
+    pub fn data<'a>(&self, bytes: &'a [u8]) -> &'a [u8] {
+        &bytes[self.data_offset..self.data_offset + self.size]
+    }
 }
 
 /// Lists the entries of a plain tar held in memory by parsing headers directly (independent of
@@ -351,20 +308,16 @@ pub fn tar_entries(bytes: &[u8]) -> Vec<TarEntry> {
     out
 }
 
+/// Like [`tar_entries`] for a tar that may be cut short (an interrupted export): the entries
+/// before the first one whose data does not fully fit in `bytes`.
+pub fn whole_tar_entries(bytes: &[u8]) -> Vec<TarEntry> {
+    tar_entries(bytes)
+        .into_iter()
+        .take_while(|e| e.data_offset + e.size <= bytes.len())
+        .collect()
+}
+
 /// A ustar header for a regular file `name` of `size` bytes, with a valid checksum.
 pub fn ustar_header(name: &str, size: u64) -> [u8; 512] {
-    let mut h = [0u8; 512];
-    h[..name.len()].copy_from_slice(name.as_bytes());
-    h[100..107].copy_from_slice(b"0000644");
-    h[108..115].copy_from_slice(b"0000000");
-    h[116..123].copy_from_slice(b"0000000");
-    h[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
-    h[136..147].copy_from_slice(b"00000000000");
-    h[156] = b'0';
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
-    h
+    super::synth::raw_header(name, b'0', size, "")
 }

@@ -21,13 +21,22 @@
 //!   [`LayerSpec`]s give byte-identical layers, so images can share base layers.
 //! - [`skopeo_push`], [`skopeo_pull`], [`skopeo_inspect_raw`], [`skopeo_list_tags`]: drive the
 //!   real `skopeo` against a [`Registry`], so airlift is checked against an independent client.
+//! - [`registry_tags`] and [`registry_state`]: what a registry serves (repo → tag → manifest
+//!   bytes), to compare before and after an operation.
 //! - [`catalog`] and [`http_get`]: tiny HTTP/1.1 client (std TCP, or rustls trusting the test CA,
 //!   with basic auth) for the registry API.
 //! - [`run_measuring_rss`]: run a command and get its peak resident memory from `wait4` rusage.
 //! - [`free_port`]: a currently free TCP port on 127.0.0.1.
 //! - [`Corpus`] (module [`corpus`]): images sharing layers, a two-platform index, a nested and
 //!   an outer bundle in a registry, with every digest and the unique blob set; plus the
-//!   `airlift` runner and tar-by-offset helpers that export/import tests share.
+//!   tar-by-offset helpers that export/import tests share.
+//! - [`cli`]: run the real binary with a private HOME ([`airlift`], [`airlift_cmd`] to add env)
+//!   and check its exit ([`expect_ok`], [`expect_code`], [`expect_failed`]) with all of its
+//!   output in the panic message; [`run_tool`] for independent tools that must succeed;
+//!   [`s`] for paths as arguments.
+//! - [`validate_json_schema`]: check a JSON document against `format-spec/*.schema.json` with
+//!   python3-jsonschema, independent of airlift's own code.
+//! - [`fixtures`]: the imgpkg/kbld golden files and a fresh copy of the guestbook sources.
 //! - [`sha256_digest`]: expected digests computed with `sha2`, independent of airlift's code.
 //! - [`proxy::FaultProxy`]: a fault-injecting HTTP/1.1 proxy on 127.0.0.1 in front of a
 //!   [`Registry`] (injected 5xx/429 answers, connections cut after N bytes, delays).
@@ -56,21 +65,29 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod corpus;
+pub mod fixtures;
 mod http;
 mod layout;
 pub mod proxy;
 mod registry;
 mod rss;
+mod schema;
 mod skopeo;
+mod state;
 pub mod synth;
 pub mod token;
 
 // Each test file uses a different subset of the harness.
 #[allow(unused_imports)]
+pub use cli::{
+    airlift, airlift_cmd, expect_code, expect_failed, expect_ok, output_text, run_tool, s,
+};
+#[allow(unused_imports)]
 pub use corpus::{
-    Corpus, CorpusBundle, CorpusImage, TarEntry, airlift, airlift_cmd, expect_code, expect_ok,
-    push_bundle, tar_entries, ustar_header,
+    Corpus, CorpusBundle, CorpusImage, TarEntry, push_bundle, tar_entries, ustar_header,
+    whole_tar_entries,
 };
 #[allow(unused_imports)]
 pub use http::{HttpResponse, catalog, http_get};
@@ -83,9 +100,13 @@ pub use registry::{Registry, free_port};
 #[allow(unused_imports)]
 pub use rss::{Measured, run_measuring_rss};
 #[allow(unused_imports)]
+pub use schema::validate_json_schema;
+#[allow(unused_imports)]
 pub use skopeo::{
     skopeo_inspect_raw, skopeo_list_tags, skopeo_pull, skopeo_push, skopeo_push_with_creds,
 };
+#[allow(unused_imports)]
+pub use state::{registry_state, registry_tags};
 #[allow(unused_imports)]
 pub use token::{TokenRequest, TokenServer};
 
