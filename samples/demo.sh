@@ -77,6 +77,7 @@ for img in google_samples/gb-frontend:v5:frontend google_samples/gb-redis-follow
 done
 echo "(seeded three stand-in images into $internet)"
 cp -r "$here/guestbook" "$work/bundle"
+mkdir -p "$work/bundle/.imgpkg"   # git keeps no empty directories: the lock is written here
 sed -i "s#REGISTRY#$internet#g" "$work/bundle/config/"*.yaml
 cd "$work"
 step "$airlift" lock -f bundle/config --lock-output bundle/.imgpkg/images.yml -q
