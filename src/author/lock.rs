@@ -227,12 +227,12 @@ impl BundleLock {
 impl ImageLocations {
     /// Locations for `images` (original digest reference, is-bundle), sorted like imgpkg.
     pub fn new(images: impl IntoIterator<Item = (String, bool)>) -> Self {
-        let mut images: Vec<ImageLocation> = images
-            .into_iter()
-            .map(|(image, is_bundle)| ImageLocation { image, is_bundle })
-            .collect();
-        images.sort_by(|a, b| a.image.cmp(&b.image));
-        images.dedup();
+        let images = sorted_unique(
+            images
+                .into_iter()
+                .map(|(image, is_bundle)| ImageLocation { image, is_bundle }),
+            |l| &l.image,
+        );
         ImageLocations {
             api_version: API_VERSION.to_owned(),
             kind: "ImageLocations".to_owned(),
@@ -302,12 +302,12 @@ pub const AIRLIFT_API_VERSION: &str = "airlift.dev/v1alpha1";
 impl ImageRelocations {
     /// A document for `images` (lock reference, new digest reference), sorted and deduplicated.
     pub fn new(images: impl IntoIterator<Item = (String, String)>) -> Self {
-        let mut images: Vec<Relocation> = images
-            .into_iter()
-            .map(|(image, relocated)| Relocation { image, relocated })
-            .collect();
-        images.sort_by(|a, b| a.image.cmp(&b.image));
-        images.dedup();
+        let images = sorted_unique(
+            images
+                .into_iter()
+                .map(|(image, relocated)| Relocation { image, relocated }),
+            |r| &r.image,
+        );
         ImageRelocations {
             api_version: AIRLIFT_API_VERSION.to_owned(),
             kind: "ImageRelocations".to_owned(),
@@ -341,4 +341,15 @@ impl ImageRelocations {
             message: e.to_string(),
         })
     }
+}
+
+/// Entries sorted by their image reference, exact repeats once: how imgpkg orders such files.
+fn sorted_unique<T: PartialEq>(
+    items: impl Iterator<Item = T>,
+    key: impl Fn(&T) -> &String,
+) -> Vec<T> {
+    let mut v: Vec<T> = items.collect();
+    v.sort_by(|a, b| key(a).cmp(key(b)));
+    v.dedup();
+    v
 }

@@ -11,7 +11,7 @@
 //! Uncompressed archives are read with random access (parallel uploads);
 //! zstd archives are read in one sequential pass.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -811,17 +811,7 @@ pub async fn open_archive(path: &Path, trust: &Trust) -> Result<OpenedArchive, T
             .map(|b| b.digest.to_string())
             .collect();
         if !missing.is_empty() {
-            return Err(TransferError::Verification(format!(
-                "{}: {} blob(s) listed in the airlift manifest are missing: {}",
-                path.display(),
-                missing.len(),
-                missing
-                    .iter()
-                    .take(10)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+            return Err(missing_blobs(path, &missing));
         }
         // Every listed blob is present and entries are unique, so a surplus is an unlisted entry:
         // content the signature does not cover must not pass.
@@ -1045,17 +1035,7 @@ pub async fn import(
                 .map_err(|_| TransferError::Other("archive reader stopped".into()))?
                 .map_err(archive_err(&opened.path))?;
             if !missing.is_empty() {
-                return Err(TransferError::Verification(format!(
-                    "{}: {} blob(s) listed in the airlift manifest are missing: {}",
-                    opened.path.display(),
-                    missing.len(),
-                    missing
-                        .iter()
-                        .take(10)
-                        .map(|d| d.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
+                return Err(missing_blobs(&opened.path, &missing));
             }
         }
     }
@@ -1205,24 +1185,29 @@ async fn check_base_present(
     Err(TransferError::Verification(format!(
         "this delta relies on {} blob(s) missing from the destination: {}; they came with the base archive {} (manifest {}, created {}): import it first",
         missing.len(),
-        missing
-            .iter()
-            .take(10)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", "),
+        first_ten(&missing),
         base.file,
         base.manifest_digest,
         base.created
     )))
 }
 
-/// Digests of every blob in an archive's table (for messages and checks).
-pub fn listed_blobs(header: &ArchiveHeader) -> BTreeSet<Digest> {
-    header
-        .manifest
-        .blobs
+/// The first ten items of a list, comma-separated: enough to act on, bounded for huge archives.
+fn first_ten(items: &[impl std::fmt::Display]) -> String {
+    items
         .iter()
-        .map(|b| b.digest.clone())
-        .collect()
+        .take(10)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The error for blobs the signed manifest lists but the archive does not hold.
+fn missing_blobs(path: &Path, missing: &[impl std::fmt::Display]) -> TransferError {
+    TransferError::Verification(format!(
+        "{}: {} blob(s) listed in the airlift manifest are missing: {}",
+        path.display(),
+        missing.len(),
+        first_ten(missing)
+    ))
 }
