@@ -16,5 +16,6 @@ pub mod keys;
 pub mod oci;
 pub mod reference;
 pub mod registry;
+pub mod store;
 pub mod transfer;
 pub mod yaml;

@@ -7,22 +7,15 @@
 //! The report's JSON form is a stable contract: `format-spec/inspect.schema.json`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
-use bytes::Bytes;
 use serde::Serialize;
 
 use super::manifest::{BaseRef, Manifest, Role, RootKind, VolumeSet};
-use super::reader::VolumeRecord;
-use super::tar::TarReader;
-use super::{
-    ArchiveError, EntryName, INDEX_JSON, MANIFEST_ENTRY, MAX_INDEX, MAX_MANIFEST, MAX_OCI_LAYOUT,
-    MAX_VOLUME_RECORD, OCI_LAYOUT, OCI_LAYOUT_CONTENT, VOLUME_ENTRY, ZSTD_MAGIC,
-};
+use super::reader::ArchiveReader;
+use super::{ArchiveError, EntryName, MANIFEST_ENTRY};
 use crate::digest::Digest;
-use crate::keys::{self, SIGNATURE_LEN, VerifyingKey};
+use crate::keys::{self, VerifyingKey};
 use crate::oci::{Parsed, Platform, RawManifest};
 
 /// Identifies the JSON report shape (bumped only on incompatible change).
@@ -205,133 +198,29 @@ pub struct Inspection {
     pub unknown_fields: Vec<String>,
 }
 
-/// Opens the tar stream, decompressing when the file starts with the zstd magic.
-fn open_stream(path: &Path) -> Result<(Box<dyn Read + Send>, bool, u64), ArchiveError> {
-    let ctx = || format!("reading {}", path.display());
-    let file = File::open(path).map_err(ArchiveError::io(format!("opening {}", path.display())))?;
-    let len = file.metadata().map_err(ArchiveError::io(ctx()))?.len();
-    let mut buf = BufReader::with_capacity(1 << 16, file);
-    let head = buf.fill_buf().map_err(ArchiveError::io(ctx()))?;
-    if head.starts_with(&ZSTD_MAGIC) {
-        let dec = zstd::stream::read::Decoder::with_buffer(buf)
-            .map_err(ArchiveError::io("starting zstd decoder"))?;
-        Ok((Box::new(dec), true, len))
-    } else {
-        Ok((Box::new(buf), false, len))
-    }
-}
-
-fn expect_entry<R: Read>(
-    tar: &mut TarReader<R>,
-    want: EntryName,
-    label: &str,
-) -> Result<(), ArchiveError> {
-    let e = tar.next_header()?.ok_or_else(|| ArchiveError::Order {
-        name: "(end of archive)".into(),
-        expected: label.into(),
-    })?;
-    let name = EntryName::parse(&e.name)?;
-    if let Some(kind) = e.irregular_kind() {
-        return Err(ArchiveError::BadEntryType { name: e.name, kind });
-    }
-    if name != want {
-        return Err(ArchiveError::Order {
-            name: e.name,
-            expected: label.into(),
-        });
-    }
-    Ok(())
-}
-
 /// Inspects one archive; `trusted` keys (may be empty) classify the signatures.
 pub fn inspect(path: &Path, trusted: &[VerifyingKey]) -> Result<Inspection, ArchiveError> {
-    let (stream, compressed, file_size) = open_stream(path)?;
-    let mut tar = TarReader::new(stream);
-    expect_entry(&mut tar, EntryName::OciLayout, OCI_LAYOUT)?;
-    if tar.read_small(OCI_LAYOUT, MAX_OCI_LAYOUT)? != OCI_LAYOUT_CONTENT {
-        return Err(ArchiveError::Invalid {
-            name: OCI_LAYOUT.into(),
-            reason: "unexpected content".into(),
-        });
-    }
-    expect_entry(&mut tar, EntryName::Manifest, MANIFEST_ENTRY)?;
-    let manifest_bytes = tar.read_small(MANIFEST_ENTRY, MAX_MANIFEST)?;
-    let parsed = Manifest::parse(&manifest_bytes)?;
-    let (manifest, unknown_fields) = (parsed.manifest, parsed.unknown_fields);
-
-    let mut signatures: Vec<(String, [u8; SIGNATURE_LEN])> = Vec::new();
-    loop {
-        let e = tar.next_header()?.ok_or_else(|| ArchiveError::Order {
-            name: "(end of archive)".into(),
-            expected: INDEX_JSON.into(),
-        })?;
-        if let Some(kind) = e.irregular_kind() {
-            return Err(ArchiveError::BadEntryType { name: e.name, kind });
-        }
-        match EntryName::parse(&e.name)? {
-            EntryName::Signature(fp) => {
-                let bytes = tar.read_small(&e.name, SIGNATURE_LEN as u64)?;
-                let sig = keys::signature_from_slice(Path::new(&e.name), &bytes)?;
-                signatures.push((fp, sig));
-            }
-            EntryName::IndexJson => {
-                let bytes = tar.read_small(INDEX_JSON, MAX_INDEX)?;
-                manifest.index.check(&bytes)?;
-                break;
-            }
-            _ => {
-                return Err(ArchiveError::Order {
-                    name: e.name,
-                    expected: INDEX_JSON.into(),
-                });
-            }
-        }
-    }
-
-    let this_volume = if manifest.volume.is_some() {
-        expect_entry(&mut tar, EntryName::Volume, VOLUME_ENTRY)?;
-        let bytes = tar.read_small(VOLUME_ENTRY, MAX_VOLUME_RECORD)?;
-        let record: VolumeRecord =
-            serde_json::from_slice(&bytes).map_err(|source| ArchiveError::Json {
-                name: VOLUME_ENTRY.into(),
-                source,
-            })?;
-        record.check(&manifest, &manifest_bytes)?;
-        Some(record.volume)
-    } else {
-        None
-    };
-
-    // Group (a): manifests and indexes; stop at the first other blob (no layer data read).
+    let file_size = std::fs::metadata(path)
+        .map_err(ArchiveError::io(format!("reading {}", path.display())))?
+        .len();
+    let mut reader = ArchiveReader::open(path)?;
+    let blobs = reader.read_manifests()?;
+    let header = reader.header();
+    let (compressed, this_volume) = (header.compressed, header.volume);
+    let manifest = header.manifest.clone();
+    let unknown_fields = header.unknown_fields.clone();
+    let manifest_bytes = header.manifest_bytes.clone();
+    let signatures = header.signatures.clone();
+    // Group (a): manifests and indexes; no layer data is read.
     let mut manifests: BTreeMap<Digest, RawManifest> = BTreeMap::new();
-    while let Some(e) = tar.next_header()? {
-        let digest = match EntryName::parse(&e.name)? {
-            EntryName::Blob(d) => d,
-            EntryName::Part(..) => break,
-            _ => {
-                return Err(ArchiveError::Order {
-                    name: e.name,
-                    expected: "blob entries".into(),
-                });
-            }
-        };
-        let entry = manifest
-            .blob(&digest)
-            .ok_or_else(|| ArchiveError::Unlisted {
-                name: e.name.clone(),
-            })?;
-        if !matches!(entry.role, Role::Manifest | Role::Index) {
-            break;
-        }
-        let bytes = tar.read_small(&e.name, MAX_INDEX)?;
-        digest.expect(&Digest::sha256_of(&bytes))?;
-        let raw = RawManifest::from_bytes(Bytes::from(bytes), Some(&entry.media_type)).map_err(
-            |err| ArchiveError::Invalid {
-                name: e.name.clone(),
+    for b in blobs {
+        let raw = RawManifest::from_bytes(b.bytes, Some(&b.media_type)).map_err(|err| {
+            ArchiveError::Invalid {
+                name: b.entry.clone(),
                 reason: err.to_string(),
-            },
-        )?;
-        manifests.insert(digest, raw);
+            }
+        })?;
+        manifests.insert(b.digest, raw);
     }
 
     let trust_checked = !trusted.is_empty();

@@ -10,6 +10,7 @@
 //! - [`verify`]: the offline verification algorithm and its [`Report`];
 //! - [`inspect`]: what an archive holds, from its header and manifest blobs only.
 
+pub mod check;
 pub mod inspect;
 pub mod manifest;
 pub mod plan;
@@ -23,6 +24,7 @@ use std::io;
 use crate::digest::{Digest, DigestError};
 use crate::keys::KeyError;
 
+pub use check::{Closure, EntryRules, Failure, FailureKind};
 pub use manifest::{
     BaseRef, BlobEntry, BlobPart, BlobTableBuilder, BundleLock, IndexEntry, IndexRef, LockedImage,
     Manifest, PlannedEntry, Role, Root, RootKind, VolumeSet,
@@ -125,6 +127,16 @@ pub enum ArchiveError {
     Unlisted {
         /// The entry name.
         name: String,
+    },
+    /// Entries the signed manifest places in a file that the file does not hold.
+    #[error("{file}: {count} entr(ies) listed in the airlift manifest are missing: {}", first.join(", "))]
+    Missing {
+        /// The archive or volume file.
+        file: String,
+        /// How many are missing.
+        count: usize,
+        /// The first few entry names.
+        first: Vec<String>,
     },
     /// A blob whose tar size differs from the manifest's.
     #[error("blob {digest}: size {found} in the tar, {expected} in the manifest")]

@@ -4,7 +4,9 @@
 //! manifest, size), and every blob hashes as it is read, so nothing unverified ever reaches
 //! a registry. [`BlobIndex`] adds random access for uncompressed archives (parallel import).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use super::check::EntryRules;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -17,11 +19,6 @@ use super::{
 };
 use crate::digest::{Digest, VerifyingReader};
 use crate::keys::{self, SIGNATURE_LEN};
-
-/// How far the tar stream may run past the content the manifest declares before reading
-/// stops: small surplus entries are still read and reported by name (unlisted, duplicate),
-/// larger ones are refused at their header (a zstd bomb is never inflated).
-const BOMB_SLACK: u64 = 64 << 20;
 
 /// The leading entries of an archive: everything needed before the first blob.
 #[derive(Debug, Clone)]
@@ -41,6 +38,8 @@ pub struct ArchiveHeader {
     /// In a volume set, which volume this file is (from `airlift/volume.json`, checked
     /// against the signed manifest).
     pub volume: Option<u32>,
+    /// Offset in the uncompressed tar stream where the blob entries start.
+    pub data_start: u64,
 }
 
 /// The unsigned `airlift/volume.json` record: which volume of which archive this file is.
@@ -128,14 +127,22 @@ pub struct ArchiveReader {
     path: PathBuf,
     tar: TarReader<Box<dyn Read + Send>>,
     header: ArchiveHeader,
-    /// The content entries this file must hold, in order, and their positions by name.
-    expected: Vec<PlannedEntry>,
-    position: HashMap<String, usize>,
-    seen: HashSet<usize>,
-    last: Option<usize>,
-    /// Offset in the tar stream past which no entry of this archive can extend: the end of
-    /// `index.json` plus a header, data and padding for every blob the manifest declares.
-    declared_end: u64,
+    rules: EntryRules,
+    /// An entry admitted by [`ArchiveReader::read_manifests`] whose data is next in the stream.
+    pending: Option<PlannedEntry>,
+}
+
+/// A manifest or index blob as read from an archive (verified against its digest).
+#[derive(Debug, Clone)]
+pub struct ManifestBlob {
+    /// The tar entry name.
+    pub entry: String,
+    /// Its digest.
+    pub digest: Digest,
+    /// The media type the blob table gives it.
+    pub media_type: String,
+    /// The exact bytes.
+    pub bytes: bytes::Bytes,
 }
 
 impl ArchiveReader {
@@ -212,8 +219,9 @@ impl ArchiveReader {
                 other => return Err(order(&other, INDEX_JSON)),
             }
         };
+        let mut data_start = index_end;
         let volume = if parsed.manifest.volume.is_some() {
-            let (_, name) = next_checked(&mut tar, VOLUME_ENTRY)?;
+            let (e, name) = next_checked(&mut tar, VOLUME_ENTRY)?;
             if name != EntryName::Volume {
                 return Err(order(&name, VOLUME_ENTRY));
             }
@@ -224,25 +232,12 @@ impl ArchiveReader {
                     source,
                 })?;
             record.check(&parsed.manifest, &manifest_bytes)?;
+            data_start = e.data_offset + e.size + tar::padding(e.size);
             Some(record.volume)
         } else {
             None
         };
-        let expected = parsed.manifest.entries_for(volume);
-        let position = expected
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.name.clone(), i))
-            .collect();
-        let declared_end = parsed
-            .manifest
-            .blobs
-            .iter()
-            .fold(index_end + BOMB_SLACK, |end, b| {
-                end.saturating_add(tar::BLOCK)
-                    .saturating_add(b.size)
-                    .saturating_add(tar::padding(b.size))
-            });
+        let rules = EntryRules::new(&parsed.manifest, volume, data_start);
         Ok(ArchiveReader {
             path: path.to_path_buf(),
             tar,
@@ -254,13 +249,65 @@ impl ArchiveReader {
                 index_json,
                 compressed,
                 volume,
+                data_start,
             },
-            expected,
-            position,
-            seen: HashSet::new(),
-            last: None,
-            declared_end,
+            rules,
+            pending: None,
         })
+    }
+
+    /// Reads the manifest and index blobs that lead the blob entries (group (a) of the entry
+    /// order), each verified and bounded; the first other blob is left for [`Self::next_blob`].
+    pub fn read_manifests(&mut self) -> Result<Vec<ManifestBlob>, ArchiveError> {
+        let mut out = Vec::new();
+        loop {
+            if self.pending.is_some() {
+                return Ok(out);
+            }
+            let Some(e) = self.tar.next_header()? else {
+                return Ok(out);
+            };
+            let entry = self.rules.admit(&e)?.clone();
+            if !matches!(entry.role, Role::Manifest | Role::Index) {
+                self.pending = Some(entry);
+                return Ok(out);
+            }
+            if entry.size > MAX_INDEX {
+                return Err(ArchiveError::TooLarge {
+                    name: entry.name,
+                    size: entry.size,
+                    limit: MAX_INDEX,
+                });
+            }
+            let mut bytes = Vec::with_capacity(usize::try_from(entry.size).unwrap_or(0));
+            VerifyingReader::new(self.tar.data(), entry.digest.clone(), Some(entry.size))
+                .read_to_end(&mut bytes)
+                .map_err(|source| match source.into_inner() {
+                    Some(inner) => match inner.downcast::<crate::digest::DigestError>() {
+                        Ok(d) => ArchiveError::Digest(*d),
+                        Err(other) => ArchiveError::Io {
+                            context: format!("reading {}", entry.name),
+                            source: io::Error::other(other),
+                        },
+                    },
+                    None => ArchiveError::Io {
+                        context: format!("reading {}", entry.name),
+                        source: io::Error::other("read failed"),
+                    },
+                })?;
+            let media_type = self
+                .header
+                .manifest
+                .blob(&entry.blob)
+                .map(|b| b.media_type.clone())
+                .unwrap_or_default();
+            out.push(ManifestBlob {
+                entry: entry.name,
+                digest: entry.blob,
+                media_type,
+                bytes: bytes.into(),
+            });
+        }
     }
 
     /// The leading entries.
@@ -279,57 +326,13 @@ impl ArchiveReader {
     /// final `read` fails with `InvalidData` on a mismatch). Errors for which
     /// [`ArchiveError::is_fatal`] is false concern only that entry; reading may continue.
     pub fn next_blob(&mut self) -> Result<Option<BlobReader<'_>>, ArchiveError> {
-        let e = match self.tar.next_header()? {
-            None => return Ok(None),
-            Some(e) => e,
+        let entry = match self.pending.take() {
+            Some(entry) => entry,
+            None => match self.tar.next_header()? {
+                None => return Ok(None),
+                Some(e) => self.rules.admit(&e)?.clone(),
+            },
         };
-        // No entry may reach past what the manifest declares: refused at the header, so a
-        // zstd bomb (a huge entry of zeros) is never inflated, not even to be skipped.
-        let end = e.data_offset.saturating_add(e.size);
-        if end > self.declared_end {
-            return Err(ArchiveError::BadHeader {
-                offset: e.data_offset - tar::BLOCK,
-                reason: format!(
-                    "entry {:?} of {} bytes would end at byte {end}, more than 64 MiB past the \
-                     content the airlift manifest declares (decompression bomb?)",
-                    e.name.chars().take(300).collect::<String>(),
-                    e.size,
-                ),
-            });
-        }
-        let name = EntryName::parse(&e.name)?;
-        check_regular(&e)?;
-        match name {
-            EntryName::Blob(_) | EntryName::Part(..) => {}
-            EntryName::Signature(_) => {
-                return Err(order(&name, "only blob entries after index.json"));
-            }
-            _ => return Err(ArchiveError::Duplicate { name: e.name }),
-        }
-        let Some(&pos) = self.position.get(&e.name) else {
-            return Err(ArchiveError::Unlisted { name: e.name });
-        };
-        if !self.seen.insert(pos) {
-            return Err(ArchiveError::Duplicate { name: e.name });
-        }
-        let entry = &self.expected[pos];
-        if e.size != entry.size {
-            return Err(ArchiveError::SizeMismatch {
-                digest: entry.digest.clone(),
-                expected: entry.size,
-                found: e.size,
-            });
-        }
-        if let Some(last) = self.last
-            && last > pos
-        {
-            return Err(ArchiveError::Order {
-                name: e.name,
-                expected: "blobs grouped manifests, configs, layers, each sorted by digest".into(),
-            });
-        }
-        self.last = Some(pos);
-        let entry = entry.clone();
         let media_type = self
             .header
             .manifest
@@ -349,12 +352,12 @@ impl ArchiveReader {
 
     /// Entries this file must hold but not (yet) seen: after the last blob, the missing ones.
     pub fn missing(&self) -> Vec<&PlannedEntry> {
-        self.expected
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !self.seen.contains(i))
-            .map(|(_, e)| e)
-            .collect()
+        self.rules.missing()
+    }
+
+    /// Fails unless every entry this file must hold was read.
+    pub fn complete(&self) -> Result<(), ArchiveError> {
+        self.rules.complete(&self.path.display().to_string())
     }
 }
 
@@ -441,20 +444,26 @@ pub struct BlobIndex {
 }
 
 impl BlobIndex {
-    /// Scans the headers of the uncompressed archive at `path`.
+    /// Opens the uncompressed archive at `path` (leading entries as [`ArchiveReader::open`])
+    /// and scans its blob headers under the same [`EntryRules`]; every planned entry must be
+    /// there.
     pub fn build(path: &Path) -> Result<BlobIndex, ArchiveError> {
+        let header = ArchiveReader::open(path)?.header().clone();
+        Self::build_with(path, &header)
+    }
+
+    /// As [`BlobIndex::build`], for a header already read (and its signatures checked).
+    pub fn build_with(path: &Path, header: &ArchiveHeader) -> Result<BlobIndex, ArchiveError> {
+        if header.compressed {
+            return Err(ArchiveError::NotSeekable(path.display().to_string()));
+        }
         let ctx = || format!("reading {}", path.display());
         let mut file = File::open(path).map_err(ArchiveError::io(ctx()))?;
         let len = file.metadata().map_err(ArchiveError::io(ctx()))?.len();
-        let mut magic = [0u8; 4];
-        let n = file.read(&mut magic).map_err(ArchiveError::io(ctx()))?;
-        if n == 4 && magic == ZSTD_MAGIC {
-            return Err(ArchiveError::NotSeekable(path.display().to_string()));
-        }
+        let mut rules = EntryRules::new(&header.manifest, header.volume, header.data_start);
         let mut blobs = HashMap::new();
         let mut parts = HashMap::new();
-        let mut others: HashSet<String> = HashSet::new();
-        let mut pos = 0u64;
+        let mut pos = header.data_start;
         loop {
             if pos + tar::BLOCK > len {
                 return Err(ArchiveError::Truncated { offset: pos });
@@ -467,8 +476,6 @@ impl BlobIndex {
                 None => break,
                 Some(e) => e,
             };
-            let name = EntryName::parse(&e.name)?;
-            check_regular(&e)?;
             let end = e
                 .data_offset
                 .checked_add(e.size)
@@ -476,18 +483,14 @@ impl BlobIndex {
             if end > len {
                 return Err(ArchiveError::Truncated { offset: len });
             }
-            // The same name twice is refused whatever it names: a second `index.json` after
-            // the blobs would otherwise be ignored here but win in tools that extract the tar.
-            let dup = match name {
-                EntryName::Blob(d) => blobs.insert(d, (e.data_offset, e.size)).is_some(),
-                EntryName::Part(d, n, _) => parts.insert((d, n), (e.data_offset, e.size)).is_some(),
-                _ => !others.insert(e.name.clone()),
+            let entry = rules.admit(&e)?;
+            match entry.part {
+                None => blobs.insert(entry.blob.clone(), (e.data_offset, e.size)),
+                Some((n, _)) => parts.insert((entry.blob.clone(), n), (e.data_offset, e.size)),
             };
-            if dup {
-                return Err(ArchiveError::Duplicate { name: e.name });
-            }
             pos = end + tar::padding(e.size);
         }
+        rules.complete(&path.display().to_string())?;
         Ok(BlobIndex {
             path: path.to_path_buf(),
             blobs,

@@ -3,20 +3,19 @@
 //! The report lists every check and every failure (up to a bound), not just the first, so an
 //! operator at the air gap sees everything wrong with a USB stick in one run.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::io::{self, Read};
 use std::path::Path;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::manifest::{Manifest, REF_NAME, Role};
+use super::check::Closure;
+use super::manifest::{Manifest, Role};
 use super::reader::ArchiveReader;
 use super::{ArchiveError, INDEX_JSON, MANIFEST_ENTRY, MAX_INDEX, VOLUME_ENTRY};
 use crate::digest::{Digest, DigestError};
 use crate::keys::{self, KeyError, VerifyingKey};
-use crate::oci::{RawManifest, media_type};
-use crate::reference::Reference;
 
 /// Most failures listed in a report; the rest are only counted.
 pub const MAX_FAILURES: usize = 1000;
@@ -42,62 +41,7 @@ impl Default for VerifyOptions {
     }
 }
 
-/// Category of a failure (stable names, part of the report schema).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FailureKind {
-    /// The file is not a readable (optionally zstd) ustar stream.
-    Container,
-    /// An entry name the format does not allow.
-    EntryName,
-    /// An entry that is not a regular file.
-    EntryType,
-    /// An entry out of the prescribed order.
-    EntryOrder,
-    /// The same entry twice.
-    DuplicateEntry,
-    /// A blob entry the manifest does not list.
-    UnlistedEntry,
-    /// Size differs from the manifest's.
-    SizeMismatch,
-    /// Content does not hash to its digest.
-    DigestMismatch,
-    /// A listed blob (or a lock's image) absent from the archive.
-    MissingBlob,
-    /// A descriptor (in index.json or a manifest) naming an unlisted blob or another size.
-    UnlistedDescriptor,
-    /// A listed blob that nothing references.
-    UnreachableBlob,
-    /// JSON that does not parse or breaks a rule of the format.
-    InvalidContent,
-    /// A format version or feature this verifier does not implement.
-    Unsupported,
-    /// A trusted key's signature that does not verify, or a malformed signature entry.
-    SignatureInvalid,
-    /// Fewer valid trusted signatures than required.
-    NotEnoughSignatures,
-}
-
-/// One thing wrong with the archive.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Failure {
-    /// Category.
-    pub kind: FailureKind,
-    /// Human explanation.
-    pub message: String,
-    /// The tar entry concerned, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub entry: Option<String>,
-    /// The blob concerned, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub digest: Option<Digest>,
-    /// What was expected, if applicable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expected: Option<String>,
-    /// What was found, if applicable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub found: Option<String>,
-}
+pub use super::check::{Failure, FailureKind};
 
 /// The outcome of one step of the algorithm.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,14 +163,7 @@ impl Report {
 }
 
 fn failure(kind: FailureKind, message: impl Into<String>) -> Failure {
-    Failure {
-        kind,
-        message: message.into(),
-        entry: None,
-        digest: None,
-        expected: None,
-        found: None,
-    }
+    Failure::new(kind, message)
 }
 
 fn from_digest_error(e: &DigestError, entry: Option<String>) -> Failure {
@@ -287,6 +224,10 @@ pub fn failure_from_error(e: &ArchiveError) -> Failure {
             expected: Some(format!("at most {limit} bytes")),
             found: Some(size.to_string()),
             ..failure(K::InvalidContent, msg)
+        },
+        ArchiveError::Missing { first, .. } => Failure {
+            entry: first.first().cloned(),
+            ..failure(K::MissingBlob, msg)
         },
         ArchiveError::Unlisted { name } => Failure {
             entry: Some(name.clone()),
@@ -500,62 +441,9 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
 
     // Step 5: index.json.
     let before = r.failure_count();
-    let mut referenced: HashSet<Digest> = HashSet::new();
-    let index_bytes = Bytes::from(header.index_json.clone());
-    match RawManifest::from_bytes(index_bytes, Some(media_type::OCI_INDEX)) {
-        Ok(index) if index.media_type == media_type::OCI_INDEX => {
-            let mut names: HashSet<(String, Digest)> = HashSet::new();
-            for d in index.child_manifests() {
-                check_descriptor(&mut r, &manifest, INDEX_JSON, d.digest.clone(), d.size);
-                referenced.insert(d.digest.clone());
-                if let Some(n) = d.annotations.as_ref().and_then(|a| a.get(REF_NAME)) {
-                    names.insert((n.clone(), d.digest.clone()));
-                }
-            }
-            for root in &manifest.roots {
-                if !names.contains(&(root.reference.clone(), root.digest.clone())) {
-                    r.fail(Failure {
-                        entry: Some(INDEX_JSON.into()),
-                        digest: Some(root.digest.clone()),
-                        expected: Some(format!("{REF_NAME}={}", root.reference)),
-                        ..failure(
-                            FailureKind::InvalidContent,
-                            format!("root {} is not in index.json", root.reference),
-                        )
-                    });
-                }
-            }
-            for bundle in &manifest.bundles {
-                for img in &bundle.images {
-                    if !names.iter().any(|(n, _)| *n == img.image) {
-                        r.fail(Failure {
-                            entry: Some(INDEX_JSON.into()),
-                            expected: Some(format!("{REF_NAME}={}", img.image)),
-                            ..failure(
-                                FailureKind::InvalidContent,
-                                format!(
-                                    "image {} of bundle {} is not in index.json",
-                                    img.image, bundle.digest
-                                ),
-                            )
-                        });
-                    }
-                }
-            }
-        }
-        Ok(other) => r.fail(Failure {
-            entry: Some(INDEX_JSON.into()),
-            expected: Some(media_type::OCI_INDEX.into()),
-            found: Some(other.media_type),
-            ..failure(
-                FailureKind::InvalidContent,
-                "index.json is not an OCI image index",
-            )
-        }),
-        Err(e) => r.fail(Failure {
-            entry: Some(INDEX_JSON.into()),
-            ..failure(FailureKind::InvalidContent, format!("index.json: {e}"))
-        }),
+    let mut closure = Closure::new(&manifest, &header.index_json);
+    for f in closure.take_failures() {
+        r.fail(f);
     }
     r.check(
         "index",
@@ -616,15 +504,10 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
             let (digest, mt) = (blob.digest.clone(), blob.media_type.clone());
             drop(blob);
             let before_closure = r.failure_count();
-            check_manifest_blob(
-                &mut r,
-                &manifest,
-                &mut referenced,
-                &entry,
-                &digest,
-                &mt,
-                buf,
-            );
+            closure.manifest(&manifest, &entry, &digest, &mt, Bytes::from(buf));
+            for f in closure.take_failures() {
+                r.fail(f);
+            }
             closure_failures += r.failure_count() - before_closure;
         }
     }
@@ -649,41 +532,8 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
             )
         });
     }
-    for bundle in &manifest.bundles {
-        if manifest.blob(&bundle.digest).is_none() {
-            r.fail(Failure {
-                digest: Some(bundle.digest.clone()),
-                ..failure(
-                    FailureKind::MissingBlob,
-                    format!("bundle {} is not in the blob table", bundle.digest),
-                )
-            });
-        }
-        for img in &bundle.images {
-            let digest = Reference::parse(&img.image)
-                .ok()
-                .and_then(|rf| rf.digest().cloned());
-            match digest {
-                Some(d) if manifest.blob(&d).is_some() => {}
-                Some(d) => r.fail(Failure {
-                    digest: Some(d.clone()),
-                    ..failure(
-                        FailureKind::MissingBlob,
-                        format!(
-                            "image {} of bundle {} is not in the archive",
-                            img.image, bundle.digest
-                        ),
-                    )
-                }),
-                None => r.fail(failure(
-                    FailureKind::InvalidContent,
-                    format!(
-                        "lock image {:?} of bundle {} is not a digest reference",
-                        img.image, bundle.digest
-                    ),
-                )),
-            }
-        }
+    for f in Closure::locks(&manifest) {
+        r.fail(f);
     }
     r.check(
         "completeness",
@@ -695,17 +545,8 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
     );
     let before = r.failure_count();
     if missing.is_empty() {
-        for b in &manifest.blobs {
-            if !referenced.contains(&b.digest) {
-                r.fail(Failure {
-                    entry: Some(super::EntryName::blob(&b.digest)),
-                    digest: Some(b.digest.clone()),
-                    ..failure(
-                        FailureKind::UnreachableBlob,
-                        format!("blob {} is listed but nothing references it", b.digest),
-                    )
-                });
-            }
+        for f in closure.unreachable(&manifest) {
+            r.fail(f);
         }
     }
     r.check(
@@ -783,68 +624,5 @@ pub fn verify_set(paths: &[&Path], opts: &VerifyOptions) -> SetReport {
         volumes_missing,
         problems,
         reports,
-    }
-}
-
-fn check_descriptor(r: &mut Report, manifest: &Manifest, parent: &str, digest: Digest, size: u64) {
-    match manifest.blob(&digest) {
-        Some(b) if b.size == size => {}
-        Some(b) => r.fail(Failure {
-            entry: Some(parent.to_owned()),
-            digest: Some(digest.clone()),
-            expected: Some(format!("{} bytes (blob table)", b.size)),
-            found: Some(format!("{size} bytes (descriptor)")),
-            ..failure(
-                FailureKind::UnlistedDescriptor,
-                format!("{parent} names {digest} with another size than the blob table"),
-            )
-        }),
-        None => r.fail(Failure {
-            entry: Some(parent.to_owned()),
-            digest: Some(digest.clone()),
-            ..failure(
-                FailureKind::UnlistedDescriptor,
-                format!("{parent} names {digest}, which the airlift manifest does not list"),
-            )
-        }),
-    }
-}
-
-fn check_manifest_blob(
-    r: &mut Report,
-    manifest: &Manifest,
-    referenced: &mut HashSet<Digest>,
-    entry: &str,
-    digest: &Digest,
-    listed_media_type: &str,
-    bytes: Vec<u8>,
-) {
-    let parsed = match RawManifest::from_bytes(Bytes::from(bytes), Some(listed_media_type)) {
-        Ok(m) => m,
-        Err(e) => {
-            r.fail(Failure {
-                entry: Some(entry.to_owned()),
-                digest: Some(digest.clone()),
-                ..failure(FailureKind::InvalidContent, e.to_string())
-            });
-            return;
-        }
-    };
-    if parsed.media_type != listed_media_type {
-        r.fail(Failure {
-            entry: Some(entry.to_owned()),
-            digest: Some(digest.clone()),
-            expected: Some(listed_media_type.to_owned()),
-            found: Some(parsed.media_type.clone()),
-            ..failure(
-                FailureKind::InvalidContent,
-                "manifest media type differs from the blob table",
-            )
-        });
-    }
-    let children = parsed.child_manifests().iter().chain(parsed.blobs());
-    for d in children {
-        check_descriptor(r, manifest, entry, d.digest.clone(), d.size);
-        referenced.insert(d.digest.clone());
     }
 }

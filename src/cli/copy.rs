@@ -2,10 +2,9 @@
 
 use std::sync::Arc;
 
-use airlift::transfer::place::{Destination, Placement};
+use airlift::transfer::engine::Reporter;
+use airlift::transfer::place::Destination;
 use airlift::transfer::progress::Progress;
-use airlift::transfer::publish::{RegistrySource, push_blobs, push_manifests_and_tags};
-use airlift::transfer::relocate::metadata_images;
 use airlift::transfer::walk::{RootRequest, Walker};
 use clap::Args;
 
@@ -57,25 +56,15 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<()> {
     let graph = Walker::new(&registries, concurrency)
         .walk(&requests)
         .await?;
-    let placement = Placement::plan(&graph, &dest)?;
     let progress = Arc::new(Progress::new(
         args.run.progress_mode(),
         "copy",
         graph.blobs.len() as u64,
         graph.blobs.values().map(|b| b.desc.size).sum(),
     ));
-    let source = RegistrySource::new(&registries);
-    let mut report = push_blobs(
-        &registries,
-        &graph,
-        &placement,
-        &source,
-        concurrency,
-        &progress,
-    )
-    .await?;
-    let extras = metadata_images(&graph, &placement, &dest)?;
-    push_manifests_and_tags(&registries, &graph, &placement, &extras, &mut report).await?;
+    let reporter: Arc<dyn Reporter> = progress.clone();
+    let (report, placement) =
+        airlift::transfer::copy::copy(&registries, &graph, &dest, concurrency, &reporter).await?;
     progress.finish();
     for root in &graph.roots {
         if let Some(to) = placement.mapping.get(root.reference.original()) {

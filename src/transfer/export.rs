@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::TransferError;
+use super::engine::{self, CopyOptions, NoHooks, Reporter, Silent};
 use super::graph::{Graph, Kind};
 use super::progress::{Progress, ProgressMode};
 use crate::archive::manifest::BaseRef;
@@ -21,13 +22,13 @@ use crate::archive::manifest::{
 };
 use crate::archive::plan::{plan_volumes, set_part_digests};
 use crate::archive::reader::ArchiveReader;
-use crate::archive::writer::{
-    ArchiveWriter, ScanResult, WriteOptions, commit_rename, leading_bytes, scan_existing,
-    sign_manifest,
-};
+use crate::archive::writer::{WriteOptions, leading_bytes, scan_existing, sign_manifest};
 use crate::digest::{Digest, VerifyingReader};
 use crate::keys::SigningKey;
+use crate::oci::Descriptor;
 use crate::registry::Registries;
+use crate::store::registry::RegistrySource;
+use crate::store::writer::{ArchivePlan, ArchiveSink, FileState};
 
 /// How to write the archive.
 pub struct ExportOptions {
@@ -276,15 +277,6 @@ fn previous_manifest(first: &Path) -> Option<Manifest> {
         .map(|r| r.header().manifest.clone())
 }
 
-enum FileState {
-    Fresh,
-    Resume(ScanResult),
-    /// Complete under its final name.
-    Done,
-    /// Complete, still at `PATH.partial` (a volume set not yet renamed).
-    DonePartial,
-}
-
 /// Hashes each part of a blob that will be split, fetching it once (the signed manifest
 /// lists part digests, so they are needed before the first byte is written).
 async fn hash_parts(
@@ -514,88 +506,38 @@ pub async fn export(
         total_bytes,
     ));
 
-    // Streams for configs and layers, opened in order, at most `prefetch` ahead of the writer.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Fetched>(opts.prefetch.max(1));
-    let writer_progress = Arc::clone(&progress);
     let write_options = WriteOptions {
         zstd: opts.zstd,
         mtime: created,
     };
-    let writer_files = files.clone();
-    let writer_manifest = Arc::clone(&manifest);
-    let writer_bytes = manifest_bytes.clone();
-    let is_set = manifest.volume.is_some();
-    let writer = tokio::task::spawn_blocking(move || -> Result<(), TransferError> {
-        // A volume set is renamed only when every volume is complete; a failed run removes
-        // the volumes it finished (a killed run leaves them for --resume).
-        let mut finished: Vec<PathBuf> = Vec::new();
-        let result = write_files(
-            &writer_files,
-            states,
-            &writer_manifest,
-            &writer_bytes,
-            &signatures,
-            &index_json,
-            &manifest_blobs,
-            &skips,
-            &rx,
-            write_options,
-            &writer_progress,
-            is_set,
-            &mut finished,
-        );
-        if result.is_err() {
-            for p in &finished {
-                let _ = std::fs::remove_file(p);
-            }
-            return result;
-        }
-        if is_set {
-            for (path, _) in &writer_files {
-                let partial = partial_path(path);
-                if partial.exists() {
-                    commit_rename(&partial, path).map_err(|source| TransferError::Io {
-                        what: format!("renaming {}", partial.display()),
-                        source,
-                    })?;
-                }
-            }
-        }
-        Ok(())
-    });
-
-    for (digest, _) in &fetch {
-        let Some(node) = graph.blobs.get(digest) else {
-            return Err(TransferError::Graph(format!(
-                "blob {digest} missing from the graph"
-            )));
-        };
-        let client = registries.client(node.repo.registry()).await?;
-        // The archive writer hashes every byte and aborts on a mismatch, so the download
-        // checks only the length: one sha256 pass per byte instead of two.
-        let stream = client.get_blob_length_checked(&node.repo, &node.desc);
-        let reader = stream.into_blocking_reader();
-        // The writer holds at most `prefetch` readers in the channel; the send blocks otherwise.
-        let tx2 = tx.clone();
-        let d = digest.clone();
-        let sent = tokio::task::spawn_blocking(move || tx2.send((d, reader)).is_ok())
-            .await
-            .unwrap_or(false);
-        if !sent {
-            break; // the writer stopped; its error is reported below
-        }
-    }
-    drop(tx);
-    writer
-        .await
-        .map_err(|e| TransferError::Other(format!("archive writer crashed: {e}")))??;
-    progress.finish();
     let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
-    let sums_paths = paths.clone();
-    let checksum_files =
-        tokio::task::spawn_blocking(move || write_checksums(&dir, &stem, &sums_paths))
-            .await
-            .map_err(|e| TransferError::Other(e.to_string()))??;
+    let sink = ArchiveSink::start(ArchivePlan {
+        files,
+        states,
+        manifest: Arc::clone(&manifest),
+        manifest_bytes: manifest_bytes.clone(),
+        signatures,
+        index_json,
+        manifest_blobs,
+        skips,
+        options: write_options,
+        progress: Arc::clone(&progress),
+        prefetch: opts.prefetch,
+        checksums: (dir, stem),
+        wanted: fetch.iter().map(|(d, _)| d.clone()).collect(),
+    });
+    // The writer hashes every byte and aborts on a mismatch, so downloads check only length.
+    let source = RegistrySource::new(registries, graph).length_checked();
+    let blobs: Vec<Descriptor> = graph.blobs.values().map(|b| b.desc.clone()).collect();
+    let copy_opts = CopyOptions {
+        concurrency: 1,
+        verify_skipped: false,
+    };
+    // The writer thread reports progress as it writes; the engine's own count would be a second one.
+    let silent: Arc<dyn Reporter> = Arc::new(Silent);
+    engine::copy(&source, &sink, graph, blobs, copy_opts, &silent, &NoHooks).await?;
+    progress.finish();
+    let checksum_files = sink.checksum_files();
     let archive_bytes = paths
         .iter()
         .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
@@ -615,117 +557,6 @@ pub async fn export(
         signers,
     })
 }
-
-/// Writes the files that are not complete yet, in order, from the fetched blob streams.
-#[allow(clippy::too_many_arguments)]
-fn write_files(
-    writer_files: &[(PathBuf, Option<u32>)],
-    states: Vec<FileState>,
-    writer_manifest: &Manifest,
-    writer_bytes: &[u8],
-    signatures: &[(String, [u8; crate::keys::SIGNATURE_LEN])],
-    index_json: &[u8],
-    manifest_blobs: &HashMap<Digest, Bytes>,
-    skips: &HashMap<Digest, u64>,
-    rx: &std::sync::mpsc::Receiver<Fetched>,
-    write_options: WriteOptions,
-    writer_progress: &Progress,
-    is_set: bool,
-    finished: &mut Vec<PathBuf>,
-) -> Result<(), TransferError> {
-    let wrap = |what: String| {
-        move |e: crate::archive::ArchiveError| TransferError::Other(format!("{what}: {e}"))
-    };
-    let mut current: Option<Fetched> = None;
-    for ((path, vol), state) in writer_files.iter().zip(states) {
-        let entries = writer_manifest.entries_for(*vol);
-        let (mut w, start) = match state {
-            FileState::Done | FileState::DonePartial => continue,
-            FileState::Fresh => {
-                let mut w = ArchiveWriter::create_volume(path, write_options, *vol)
-                    .map_err(wrap(path.display().to_string()))?;
-                w.write_header(writer_bytes, signatures, index_json)
-                    .map_err(wrap(path.display().to_string()))?;
-                (w, 0)
-            }
-            FileState::Resume(scan) => (
-                ArchiveWriter::resume_volume(path, write_options, *vol, writer_bytes, scan)
-                    .map_err(wrap(path.display().to_string()))?,
-                scan.kept,
-            ),
-        };
-        for e in &entries[start..] {
-            let result = if matches!(e.role, Role::Manifest | Role::Index) {
-                let bytes = manifest_blobs.get(&e.blob).cloned().unwrap_or_default();
-                writer_progress.add_bytes(bytes.len() as u64);
-                w.write_blob(&e.digest, e.size, &bytes[..])
-            } else {
-                if current.as_ref().map(|(d, _)| d) != Some(&e.blob) {
-                    let (d, mut reader) = rx.recv().map_err(|_| {
-                        TransferError::Other(format!("download of {} was abandoned", e.blob))
-                    })?;
-                    if d != e.blob {
-                        return Err(TransferError::Other(format!(
-                            "internal: expected blob {} from the fetcher, got {d}",
-                            e.blob
-                        )));
-                    }
-                    let skip = skips.get(&d).copied().unwrap_or(0);
-                    let skipped =
-                        std::io::copy(&mut (&mut reader).take(skip), &mut std::io::sink())
-                            .map_err(|err| TransferError::Other(format!("blob {d}: {err}")))?;
-                    if skipped != skip {
-                        return Err(TransferError::Other(format!(
-                            "blob {d}: shorter than its parts"
-                        )));
-                    }
-                    current = Some((d, reader));
-                }
-                let Some((_, reader)) = current.as_mut() else {
-                    return Err(TransferError::Other("internal: no blob stream".into()));
-                };
-                let r = match e.part {
-                    None => w.write_blob(
-                        &e.digest,
-                        e.size,
-                        CountingReader {
-                            inner: reader,
-                            progress: writer_progress,
-                        },
-                    ),
-                    Some(_) => w.write_blob(
-                        &e.digest,
-                        e.size,
-                        CountingReader {
-                            inner: reader.take(e.size),
-                            progress: writer_progress,
-                        },
-                    ),
-                };
-                if e.part.is_none_or(|(n, c)| n == c) {
-                    current = None;
-                }
-                r
-            };
-            result.map_err(|err| TransferError::Other(format!("writing {}: {err}", e.name)))?;
-            if e.part.is_none_or(|(n, c)| n == c) {
-                writer_progress.blob_done();
-            }
-        }
-        if is_set {
-            finished.push(
-                w.finish_partial()
-                    .map_err(wrap(path.display().to_string()))?,
-            );
-        } else {
-            w.finish().map_err(wrap(path.display().to_string()))?;
-        }
-    }
-    Ok(())
-}
-
-/// A blob stream from the fetcher, named by its digest.
-type Fetched = (Digest, crate::registry::client::BlockingBlobReader);
 
 /// Writes `NAME.B3SUMS` and `NAME.SHA256SUMS` (the formats `b3sum -c` and `sha256sum -c` read)
 /// listing each file by its bare name, so copies on media can be checked with stock tools.
@@ -771,20 +602,6 @@ pub fn write_checksums(
         out.push(path);
     }
     Ok(out)
-}
-
-/// Counts bytes into the progress display as the writer reads them.
-struct CountingReader<'a, R> {
-    inner: R,
-    progress: &'a Progress,
-}
-
-impl<R: std::io::Read> std::io::Read for CountingReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.progress.add_bytes(n as u64);
-        Ok(n)
-    }
 }
 
 /// Where an export leaves its work in progress (for messages and cleanup checks).

@@ -1,19 +1,20 @@
-//! Moving content: one graph, several places it can come from or go to.
+//! Moving content: one graph, one engine, several places it can come from or go to.
 //!
 //! - [`walk`] builds a [`graph::Graph`] from a registry;
+//! - [`engine`] copies a graph from any [`crate::store::Source`] into any
+//!   [`crate::store::Sink`]: blobs first, manifests children-first, commit (tags) last;
+//! - [`export`], [`import`] and [`copy`] are policies over it (which stores, which hooks);
 //! - [`place`] decides where each manifest and blob goes at a destination registry
 //!   (imgpkg's flat `--to-repo` layout, or `--to-registry` keeping paths);
-//! - [`publish`] pushes a graph to a registry from any [`publish::BlobSource`]
-//!   (another registry for `copy`, an archive for `import`): blobs first, then
-//!   manifests children-first, tags last;
 //! - [`receipt`] records what an import put where, signed, for audits and delta exports.
 
+pub mod copy;
+pub mod engine;
 pub mod export;
 pub mod graph;
 pub mod import;
 pub mod place;
 pub mod progress;
-pub mod publish;
 pub mod receipt;
 pub mod relocate;
 pub mod walk;
@@ -26,6 +27,15 @@ pub enum TransferError {
     /// A registry call failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// A store operation of the engine failed (which one, on which side).
+    #[error(transparent)]
+    Copy(#[from] engine::CopyError),
+    /// A store failed outside the engine (opening, planning).
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// An archive could not be read or broke a rule of the format.
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
     /// The content graph is malformed (missing lock, bad reference, cycle, …).
     #[error("{0}")]
     Graph(String),

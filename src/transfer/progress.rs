@@ -129,3 +129,13 @@ impl Progress {
         }
     }
 }
+
+impl super::engine::Reporter for Progress {
+    fn bytes(&self, n: u64) {
+        self.add_bytes(n);
+    }
+
+    fn blob_done(&self) {
+        Progress::blob_done(self);
+    }
+}

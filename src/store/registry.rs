@@ -1,0 +1,284 @@
+//! Registries as a store: the graph's repositories as a source, a placement as a sink.
+//!
+//! The sink owns the placement policy (which repositories each blob, manifest and tag goes
+//! to) and cross-repository mounting: a blob already uploaded to one repository of a
+//! registry, or held by the source on the same registry, is mounted into the others instead
+//! of being sent again.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use futures::{StreamExt, TryStreamExt};
+
+use super::{ByteStream, Pushed, Sink, Source, StoreError};
+use crate::digest::Digest;
+use crate::oci::{Descriptor, RawManifest};
+use crate::reference::Reference;
+use crate::registry::{Registries, RegistryError};
+use crate::transfer::graph::Graph;
+use crate::transfer::place::Placement;
+use crate::transfer::relocate::ExtraImage;
+
+/// Reads blobs from the repositories a graph was walked in.
+pub struct RegistrySource<'a> {
+    registries: &'a Registries,
+    locations: HashMap<Digest, Reference>,
+    hash: bool,
+}
+
+impl<'a> RegistrySource<'a> {
+    /// A source for the blobs and manifests of `graph`, each at the repository it was found in.
+    pub fn new(registries: &'a Registries, graph: &Graph) -> RegistrySource<'a> {
+        let mut locations: HashMap<Digest, Reference> = graph
+            .blobs
+            .iter()
+            .map(|(d, b)| (d.clone(), b.repo.clone()))
+            .collect();
+        for (d, m) in &graph.manifests {
+            locations.entry(d.clone()).or_insert_with(|| m.repo.clone());
+        }
+        RegistrySource {
+            registries,
+            locations,
+            hash: true,
+        }
+    }
+
+    /// Checks only each blob's length: for a sink that hashes every byte itself and refuses a
+    /// mismatch (the archive writer), one sha256 pass per byte instead of two.
+    pub fn length_checked(mut self) -> Self {
+        self.hash = false;
+        self
+    }
+}
+
+impl Source for RegistrySource<'_> {
+    async fn fetch(&self, desc: &Descriptor) -> Result<ByteStream, StoreError> {
+        let repo = self
+            .locations
+            .get(&desc.digest)
+            .ok_or_else(|| StoreError::NotFound(desc.digest.clone()))?;
+        let client = self.registries.client(repo.registry()).await?;
+        let stream = if self.hash {
+            client.get_blob(repo, desc)
+        } else {
+            client.get_blob_length_checked(repo, desc)
+        };
+        Ok(stream.into_io_stream().boxed())
+    }
+
+    fn location(&self, digest: &Digest) -> Option<Reference> {
+        self.locations.get(digest).cloned()
+    }
+}
+
+/// Writes to registries where a [`Placement`] says, tags last.
+pub struct RegistrySink<'a> {
+    registries: &'a Registries,
+    placement: &'a Placement,
+    manifests: HashMap<Digest, RawManifest>,
+    extras: Vec<ExtraImage>,
+    /// The first destination repository that received each blob, to mount from.
+    received: Mutex<HashMap<Digest, Vec<Reference>>>,
+}
+
+impl<'a> RegistrySink<'a> {
+    /// A sink for `placement`; `extras` (imgpkg's locations image, airlift's relocations
+    /// image) are pushed at commit, before the tags.
+    pub fn new(
+        registries: &'a Registries,
+        placement: &'a Placement,
+        graph: &Graph,
+        extras: Vec<ExtraImage>,
+    ) -> RegistrySink<'a> {
+        RegistrySink {
+            registries,
+            placement,
+            manifests: graph
+                .manifests
+                .iter()
+                .map(|(d, n)| (d.clone(), n.manifest.clone()))
+                .collect(),
+            extras,
+            received: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn blob_targets(&self, d: &Digest) -> Result<Vec<Reference>, StoreError> {
+        self.placement
+            .blob_repos
+            .get(d)
+            .into_iter()
+            .flatten()
+            .map(|repo| at(repo, d))
+            .collect()
+    }
+
+    fn mount_candidates(&self, d: &Digest, from: Option<&Reference>) -> Vec<Reference> {
+        let mut out: Vec<Reference> = self
+            .received
+            .lock()
+            .ok()
+            .and_then(|r| r.get(d).cloned())
+            .unwrap_or_default();
+        out.extend(from.cloned());
+        out
+    }
+
+    fn remember(&self, d: &Digest, dest: &Reference) {
+        if let Ok(mut r) = self.received.lock() {
+            r.entry(d.clone()).or_default().push(dest.clone());
+        }
+    }
+}
+
+fn at(repo: &str, d: &Digest) -> Result<Reference, StoreError> {
+    Reference::parse(&format!("{repo}@{d}"))
+        .map_err(|e| StoreError::Refused(format!("destination {repo}: {e}")))
+}
+
+impl Sink for RegistrySink<'_> {
+    async fn exists(&self, desc: &Descriptor) -> Result<bool, StoreError> {
+        for dest in self.blob_targets(&desc.digest)? {
+            let client = self.registries.client(dest.registry()).await?;
+            if !client.blob_exists(&dest, &desc.digest).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn push_blob<F, Fut>(
+        &self,
+        desc: &Descriptor,
+        from: Option<&Reference>,
+        open: F,
+    ) -> Result<Pushed, StoreError>
+    where
+        F: Fn() -> Fut + Send + Sync,
+        Fut: Future<Output = Result<ByteStream, StoreError>> + Send,
+    {
+        let mut pushed = Pushed::default();
+        for dest in self.blob_targets(&desc.digest)? {
+            let client = self.registries.client(dest.registry()).await?;
+            if client.blob_exists(&dest, &desc.digest).await? {
+                pushed.present += 1;
+                self.remember(&desc.digest, &dest);
+                continue;
+            }
+            let mut mounted = false;
+            for src in self.mount_candidates(&desc.digest, from) {
+                if src.registry() == dest.registry()
+                    && src.repository() != dest.repository()
+                    && client.mount_blob(&dest, &src, &desc.digest).await
+                    && client.blob_exists(&dest, &desc.digest).await?
+                {
+                    mounted = true;
+                    break;
+                }
+            }
+            if mounted {
+                pushed.mounts += 1;
+            } else {
+                client
+                    .put_blob(&dest, desc, || async {
+                        open().await.map_err(std::io::Error::other)
+                    })
+                    .await?;
+                pushed.uploads += 1;
+                pushed.uploaded += desc.size;
+            }
+            self.remember(&desc.digest, &dest);
+        }
+        Ok(pushed)
+    }
+
+    async fn push_manifest(&self, m: &RawManifest) -> Result<bool, StoreError> {
+        let mut pushed = false;
+        let repos = self.placement.manifest_repos.get(&m.digest);
+        for repo in repos.into_iter().flatten() {
+            let dest = at(repo, &m.digest)?;
+            let client = self.registries.client(dest.registry()).await?;
+            if !client.manifest_exists(&dest).await? {
+                client.put_manifest(&dest, m).await?;
+                pushed = true;
+            }
+        }
+        Ok(pushed)
+    }
+
+    async fn commit(&self) -> Result<Vec<String>, StoreError> {
+        for extra in &self.extras {
+            let dest = at(&extra.repo, &extra.manifest.digest)?;
+            let client = self.registries.client(dest.registry()).await?;
+            for (desc, bytes) in &extra.blobs {
+                if !client.blob_exists(&dest, &desc.digest).await? {
+                    let data = bytes.clone();
+                    client
+                        .put_blob(&dest, desc, || {
+                            let data = data.clone();
+                            async move { Ok(futures::stream::iter([Ok::<_, std::io::Error>(data)])) }
+                        })
+                        .await?;
+                }
+            }
+            if !client.manifest_exists(&dest).await? {
+                client.put_manifest(&dest, &extra.manifest).await?;
+            }
+        }
+        let graph_tags = self
+            .placement
+            .tags
+            .iter()
+            .map(|(repo, tag, d)| (repo.clone(), tag.clone(), TagTarget::Graph(d.clone())));
+        let extra_tags = self.extras.iter().flat_map(|e| {
+            e.tags.iter().map(|t| {
+                (
+                    e.repo.clone(),
+                    t.clone(),
+                    TagTarget::Extra(e.manifest.clone()),
+                )
+            })
+        });
+        let jobs: Vec<_> = graph_tags.chain(extra_tags).collect();
+        futures::stream::iter(jobs)
+            .map(|(repo, tag, target)| async move { self.tag(&repo, &tag, target).await })
+            .buffer_unordered(8)
+            .try_collect()
+            .await
+    }
+}
+
+/// What a tag points at: a manifest of the graph (pushed before) or an extra image.
+enum TagTarget {
+    Graph(Digest),
+    Extra(RawManifest),
+}
+
+impl RegistrySink<'_> {
+    /// Sets one tag, unless it already points at the right manifest: registries with
+    /// immutable tags refuse even an unchanged PUT, which would fail every resumed run.
+    async fn tag(&self, repo: &str, tag: &str, target: TagTarget) -> Result<String, StoreError> {
+        let dest = Reference::parse(&format!("{repo}:{tag}"))
+            .map_err(|e| StoreError::Refused(format!("tag {repo}:{tag}: {e}")))?;
+        let client = self.registries.client(dest.registry()).await?;
+        let digest = match &target {
+            TagTarget::Graph(d) => d.clone(),
+            TagTarget::Extra(m) => m.digest.clone(),
+        };
+        match client.resolve_digest(&dest).await {
+            Ok(current) if current == digest => return Ok(dest.to_string()),
+            Ok(_) | Err(RegistryError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let manifest = match &target {
+            TagTarget::Extra(m) => m,
+            TagTarget::Graph(d) => self
+                .manifests
+                .get(d)
+                .ok_or_else(|| StoreError::NotFound(d.clone()))?,
+        };
+        client.put_manifest(&dest, manifest).await?;
+        Ok(dest.to_string())
+    }
+}

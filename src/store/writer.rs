@@ -1,0 +1,360 @@
+//! An airlift archive being written, as a sink that dictates the order it accepts blobs in.
+//!
+//! The signed manifest lists every blob before the first byte is written, so the archive is
+//! planned whole up front (by the export policy); this sink then takes configs and layers in
+//! the plan's order, streams each through a writer thread that hashes every byte (a mismatch
+//! aborts the file), and at commit flushes, fsyncs, renames into place and writes the
+//! checksum files. Until commit there is only `PATH.partial`.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use super::{ByteStream, Pushed, Sink, StoreError};
+use crate::archive::manifest::{Manifest, Role};
+use crate::archive::writer::{ArchiveWriter, ScanResult, WriteOptions, commit_rename};
+use crate::digest::Digest;
+use crate::oci::{Descriptor, RawManifest};
+use crate::reference::Reference;
+use crate::transfer::TransferError;
+use crate::transfer::export::{partial_path, write_checksums};
+use crate::transfer::progress::Progress;
+
+/// What an interrupted run left of one file.
+pub enum FileState {
+    /// Nothing usable: write it from the start.
+    Fresh,
+    /// Verified entries to keep, then continue.
+    Resume(ScanResult),
+    /// Complete under its final name.
+    Done,
+    /// Complete, still at `PATH.partial` (a volume set not yet renamed).
+    DonePartial,
+}
+
+/// Everything the writer needs, planned before the first byte.
+pub struct ArchivePlan {
+    /// Each file (one, or every volume) and its volume number.
+    pub files: Vec<(PathBuf, Option<u32>)>,
+    /// What an interrupted run left of each file.
+    pub states: Vec<FileState>,
+    /// The airlift manifest.
+    pub manifest: Arc<Manifest>,
+    /// Its canonical bytes (what the signatures cover).
+    pub manifest_bytes: Vec<u8>,
+    /// `(fingerprint, signature)` pairs.
+    pub signatures: Vec<(String, [u8; crate::keys::SIGNATURE_LEN])>,
+    /// The exact `index.json`.
+    pub index_json: Vec<u8>,
+    /// The manifest and index blobs (written from memory).
+    pub manifest_blobs: HashMap<Digest, Bytes>,
+    /// Leading bytes of a blob already written (parts kept from an interrupted run).
+    pub skips: HashMap<Digest, u64>,
+    /// zstd, mtime.
+    pub options: WriteOptions,
+    /// Where the writer reports bytes and blobs.
+    pub progress: Arc<Progress>,
+    /// Blob streams opened ahead of the one being written.
+    pub prefetch: usize,
+    /// `(directory, NAME)` for `NAME.B3SUMS` and `NAME.SHA256SUMS`.
+    pub checksums: (PathBuf, String),
+    /// The configs and layers still to write, in writing order.
+    pub wanted: Vec<Digest>,
+}
+
+/// A blob stream handed to the writer thread, named by its digest.
+type Fetched = (Digest, Box<dyn Read + Send>);
+
+/// The writer thread and the channel that feeds it.
+pub struct ArchiveSink {
+    order: Vec<Digest>,
+    wanted: HashSet<Digest>,
+    tx: Mutex<Option<std::sync::mpsc::SyncSender<Fetched>>>,
+    writer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), TransferError>>>>,
+    files: Vec<PathBuf>,
+    checksums: (PathBuf, String),
+    written: Mutex<Vec<PathBuf>>,
+}
+
+impl ArchiveSink {
+    /// Starts the writer thread on `plan`.
+    pub fn start(plan: ArchivePlan) -> ArchiveSink {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Fetched>(plan.prefetch.max(1));
+        let order = plan.wanted.clone();
+        let wanted = plan.wanted.iter().cloned().collect();
+        let files = plan.files.iter().map(|(p, _)| p.clone()).collect();
+        let checksums = plan.checksums.clone();
+        let writer = tokio::task::spawn_blocking(move || write_all(plan, &rx));
+        ArchiveSink {
+            order,
+            wanted,
+            tx: Mutex::new(Some(tx)),
+            writer: tokio::sync::Mutex::new(Some(writer)),
+            files,
+            checksums,
+            written: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The checksum files written at commit.
+    pub fn checksum_files(&self) -> Vec<PathBuf> {
+        self.written.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    /// Waits for the writer thread and returns its outcome.
+    async fn join(&self) -> Result<(), StoreError> {
+        let handle = self.writer.lock().await.take();
+        match handle {
+            None => Err(StoreError::Refused(
+                "the archive writer already stopped".into(),
+            )),
+            Some(h) => h.await?.map_err(|e| StoreError::Refused(e.to_string())),
+        }
+    }
+}
+
+/// Writes every file of the plan; a volume set is renamed only when every volume is
+/// complete, and a failed run removes the volumes it finished (a killed run leaves them for
+/// `--resume`).
+fn write_all(
+    plan: ArchivePlan,
+    rx: &std::sync::mpsc::Receiver<Fetched>,
+) -> Result<(), TransferError> {
+    let is_set = plan.manifest.volume.is_some();
+    let mut finished: Vec<PathBuf> = Vec::new();
+    let result = write_files(&plan, rx, is_set, &mut finished);
+    if result.is_err() {
+        for p in &finished {
+            let _ = std::fs::remove_file(p);
+        }
+        return result;
+    }
+    if is_set {
+        for (path, _) in &plan.files {
+            let partial = partial_path(path);
+            if partial.exists() {
+                commit_rename(&partial, path).map_err(|source| TransferError::Io {
+                    what: format!("renaming {}", partial.display()),
+                    source,
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Sink for ArchiveSink {
+    async fn exists(&self, desc: &Descriptor) -> Result<bool, StoreError> {
+        // Base blobs and entries kept from an interrupted run are not wanted again.
+        Ok(!self.wanted.contains(&desc.digest))
+    }
+
+    async fn push_blob<F, Fut>(
+        &self,
+        desc: &Descriptor,
+        _from: Option<&Reference>,
+        open: F,
+    ) -> Result<Pushed, StoreError>
+    where
+        F: Fn() -> Fut + Send + Sync,
+        Fut: Future<Output = Result<ByteStream, StoreError>> + Send,
+    {
+        let stream = open().await?;
+        let reader: Box<dyn Read + Send> = Box::new(StreamReader {
+            inner: futures::executor::block_on_stream(stream),
+            current: Bytes::new(),
+        });
+        let tx = self.tx.lock().ok().and_then(|t| t.clone());
+        let digest = desc.digest.clone();
+        // The send blocks while `prefetch` streams wait for the writer: that is the bound.
+        let sent = match tx {
+            Some(tx) => tokio::task::spawn_blocking(move || tx.send((digest, reader)).is_ok())
+                .await
+                .unwrap_or(false),
+            None => false,
+        };
+        if !sent {
+            // The writer stopped: its error says why.
+            self.join().await?;
+            return Err(StoreError::Refused(format!(
+                "the archive writer stopped before blob {}",
+                desc.digest
+            )));
+        }
+        Ok(Pushed {
+            uploaded: desc.size,
+            uploads: 1,
+            ..Pushed::default()
+        })
+    }
+
+    async fn push_manifest(&self, _m: &RawManifest) -> Result<bool, StoreError> {
+        // Manifests are part of the plan (the signed manifest lists them): already written.
+        Ok(false)
+    }
+
+    async fn commit(&self) -> Result<Vec<String>, StoreError> {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        self.join().await?;
+        let (dir, stem) = self.checksums.clone();
+        let files = self.files.clone();
+        let sums = tokio::task::spawn_blocking(move || write_checksums(&dir, &stem, &files))
+            .await?
+            .map_err(|e| StoreError::Refused(e.to_string()))?;
+        if let Ok(mut w) = self.written.lock() {
+            *w = sums;
+        }
+        Ok(self.files.iter().map(|p| p.display().to_string()).collect())
+    }
+
+    fn order(&self) -> Option<Vec<Digest>> {
+        Some(self.order.clone())
+    }
+}
+
+/// A blocking reader over a blob stream, for the writer thread.
+struct StreamReader {
+    inner: futures::executor::BlockingStream<ByteStream>,
+    current: Bytes,
+}
+
+impl Read for StreamReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.inner.next() {
+                Some(Ok(b)) => self.current = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Writes the files that are not complete yet, in order, from the fetched blob streams.
+fn write_files(
+    plan: &ArchivePlan,
+    rx: &std::sync::mpsc::Receiver<Fetched>,
+    is_set: bool,
+    finished: &mut Vec<PathBuf>,
+) -> Result<(), TransferError> {
+    let (writer_files, writer_manifest, writer_bytes) =
+        (&plan.files, &*plan.manifest, &plan.manifest_bytes[..]);
+    let (signatures, index_json, manifest_blobs, skips) = (
+        &plan.signatures[..],
+        &plan.index_json[..],
+        &plan.manifest_blobs,
+        &plan.skips,
+    );
+    let (write_options, writer_progress) = (plan.options, &*plan.progress);
+    let wrap = |what: String| {
+        move |e: crate::archive::ArchiveError| TransferError::Other(format!("{what}: {e}"))
+    };
+    let mut current: Option<Fetched> = None;
+    for ((path, vol), state) in writer_files.iter().zip(&plan.states) {
+        let entries = writer_manifest.entries_for(*vol);
+        let (mut w, start) = match state {
+            FileState::Done | FileState::DonePartial => continue,
+            FileState::Fresh => {
+                let mut w = ArchiveWriter::create_volume(path, write_options, *vol)
+                    .map_err(wrap(path.display().to_string()))?;
+                w.write_header(writer_bytes, signatures, index_json)
+                    .map_err(wrap(path.display().to_string()))?;
+                (w, 0)
+            }
+            FileState::Resume(scan) => (
+                ArchiveWriter::resume_volume(path, write_options, *vol, writer_bytes, *scan)
+                    .map_err(wrap(path.display().to_string()))?,
+                scan.kept,
+            ),
+        };
+        for e in &entries[start..] {
+            let result = if matches!(e.role, Role::Manifest | Role::Index) {
+                let bytes = manifest_blobs.get(&e.blob).cloned().unwrap_or_default();
+                writer_progress.add_bytes(bytes.len() as u64);
+                w.write_blob(&e.digest, e.size, &bytes[..])
+            } else {
+                if current.as_ref().map(|(d, _)| d) != Some(&e.blob) {
+                    let (d, mut reader) = rx.recv().map_err(|_| {
+                        TransferError::Other(format!("download of {} was abandoned", e.blob))
+                    })?;
+                    if d != e.blob {
+                        return Err(TransferError::Other(format!(
+                            "internal: expected blob {} from the fetcher, got {d}",
+                            e.blob
+                        )));
+                    }
+                    let skip = skips.get(&d).copied().unwrap_or(0);
+                    let skipped =
+                        std::io::copy(&mut (&mut reader).take(skip), &mut std::io::sink())
+                            .map_err(|err| TransferError::Other(format!("blob {d}: {err}")))?;
+                    if skipped != skip {
+                        return Err(TransferError::Other(format!(
+                            "blob {d}: shorter than its parts"
+                        )));
+                    }
+                    current = Some((d, reader));
+                }
+                let Some((_, reader)) = current.as_mut() else {
+                    return Err(TransferError::Other("internal: no blob stream".into()));
+                };
+                let r = match e.part {
+                    None => w.write_blob(
+                        &e.digest,
+                        e.size,
+                        CountingReader {
+                            inner: reader,
+                            progress: writer_progress,
+                        },
+                    ),
+                    Some(_) => w.write_blob(
+                        &e.digest,
+                        e.size,
+                        CountingReader {
+                            inner: reader.take(e.size),
+                            progress: writer_progress,
+                        },
+                    ),
+                };
+                if e.part.is_none_or(|(n, c)| n == c) {
+                    current = None;
+                }
+                r
+            };
+            result.map_err(|err| TransferError::Other(format!("writing {}: {err}", e.name)))?;
+            if e.part.is_none_or(|(n, c)| n == c) {
+                writer_progress.blob_done();
+            }
+        }
+        if is_set {
+            finished.push(
+                w.finish_partial()
+                    .map_err(wrap(path.display().to_string()))?,
+            );
+        } else {
+            w.finish().map_err(wrap(path.display().to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Counts bytes into the progress display as the writer reads them.
+struct CountingReader<'a, R> {
+    inner: R,
+    progress: &'a Progress,
+}
+
+impl<R: std::io::Read> std::io::Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.add_bytes(n as u64);
+        Ok(n)
+    }
+}
