@@ -381,3 +381,170 @@ fn verify_require_signatures_without_trust_is_a_usage_error() {
     );
     assert!(text.contains("--require-signatures"), "{text}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 2. a delta whose base is only partly at the destination
+
+/// An image to push: `(repo:tag, spec)`.
+type Named = (&'static str, ImageSpec);
+
+/// The images of release 1.0 and 1.1: every image shares one base
+/// layer; `web` is in both releases unchanged.
+fn release_specs() -> (Vec<Named>, Vec<Named>) {
+    let base_layer = LayerSpec::new(50, 300 * 1024);
+    let old = vec![
+        (
+            "rel/api:1.0",
+            ImageSpec::new(51, vec![base_layer, LayerSpec::new(52, 100 * 1024)]),
+        ),
+        (
+            "rel/web:1.0",
+            ImageSpec::new(53, vec![base_layer, LayerSpec::new(54, 90 * 1024)]),
+        ),
+    ];
+    let new = vec![
+        (
+            "rel/api:1.1",
+            ImageSpec::new(55, vec![base_layer, LayerSpec::new(56, 110 * 1024)]),
+        ),
+        (
+            "rel/jobs:1.1",
+            ImageSpec::new(57, vec![base_layer, LayerSpec::new(58, 80 * 1024)]),
+        ),
+    ];
+    (old, new)
+}
+
+/// The refusal must come before the first upload: a half-pushed delta would leave orphan blobs
+/// and, worse, suggest to an operator that part of the release arrived.
+#[test]
+fn delta_over_a_partly_present_base_is_refused_before_any_blob_is_uploaded() {
+    let src = Registry::start_plain();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let (key, public) = keygen(h, "release");
+    let (old_specs, new_specs) = release_specs();
+    let old = push_images(&src, &old_specs);
+    push_images(&src, &new_specs);
+    let r = |t: &str| src.reference(t);
+    let b10 = support::push_bundle(
+        &src,
+        h,
+        "rel/bundle-1.0",
+        &[("api", &r("rel/api:1.0")), ("web", &r("rel/web:1.0"))],
+    );
+    let b11 = support::push_bundle(
+        &src,
+        h,
+        "rel/bundle-1.1",
+        &[
+            ("api", &r("rel/api:1.1")),
+            ("web", &r("rel/web:1.0")),
+            ("jobs", &r("rel/jobs:1.1")),
+        ],
+    );
+    let out = tempfile::tempdir().unwrap();
+    let full10 = out.path().join("app-1.0.tar");
+    let delta = out.path().join("app-1.1.tar");
+    for (b, o, since) in [(&b10, &full10, None), (&b11, &delta, Some(&full10))] {
+        let mut args = vec![
+            "export",
+            "-q",
+            "-b",
+            &b.image.tag_ref,
+            "-o",
+            s(o),
+            "--sign-key",
+            s(&key),
+        ];
+        if let Some(base) = since {
+            args.extend(["--since", s(base)]);
+        }
+        expect_ok(&run(h, &args));
+    }
+    // What the delta relies on (base: true) and what it carries itself.
+    let bytes = std::fs::read(&delta).unwrap();
+    let entries = support::tar_entries(&bytes);
+    let manifest: Value =
+        serde_json::from_slice(entry(&entries, "airlift/manifest.json").data(&bytes)).unwrap();
+    let (relied, carried): (Vec<&Value>, Vec<&Value>) = manifest["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .partition(|b| b["base"] == true);
+    let digest_of = |b: &&Value| b["digest"].as_str().unwrap().to_owned();
+    let relied: BTreeSet<String> = relied.iter().map(digest_of).collect();
+    let carried: BTreeSet<String> = carried.iter().map(digest_of).collect();
+    let shared_base = old[0].layer_digests[0].to_string();
+    let web_layer = old[1].layer_digests[1].to_string();
+    assert_eq!(
+        relied,
+        BTreeSet::from([shared_base.clone(), web_layer.clone()]),
+        "the delta should rely on exactly the two layers 1.0 delivered"
+    );
+
+    // The destination holds api 1.0 (so the shared base layer) but not web 1.0's own layer.
+    let dst = Registry::start_plain();
+    push_images(&dst, &[("prod/app:api-1.0", old_specs[0].1.clone())]);
+    let before_files = storage_files(&dst);
+    let before_state = registry_state(&dst);
+    let before_blobs = stored_blob_digests(&dst);
+    assert!(before_blobs.contains(&shared_base) && !before_blobs.contains(&web_layer));
+    let new_here: Vec<&String> = carried.difference(&before_blobs).collect();
+    assert!(!new_here.is_empty(), "the delta carries blobs of its own");
+
+    let to_repo = dst.reference("prod/app");
+    let import = || {
+        run(
+            h,
+            &[
+                "import",
+                "-q",
+                s(&delta),
+                "--to-repo",
+                &to_repo,
+                "--trust",
+                s(&public),
+            ],
+        )
+    };
+    let text = expect_code(&import(), 1);
+    assert!(
+        text.contains(&web_layer),
+        "the missing blob is not named:\n{text}"
+    );
+    assert!(
+        !text.contains(&shared_base),
+        "a blob the destination has is named as missing:\n{text}"
+    );
+    assert!(
+        text.contains("app-1.0.tar"),
+        "the base is not named:\n{text}"
+    );
+    // Nothing reached the registry: no blob, no upload session, no link, no tag.
+    assert_eq!(
+        storage_files(&dst),
+        before_files,
+        "the refused import stored something"
+    );
+    assert!(registry_state(&dst) == before_state);
+    for d in &new_here {
+        let resp = support::http_get(&dst, &format!("/v2/prod/app/blobs/{d}"));
+        assert_eq!(resp.status, 404, "{d} was uploaded by a refused import");
+    }
+
+    // With the rest of the base in place, the same delta imports: the refusal was about that blob.
+    push_images(&dst, &[("prod/app:web-1.0", old_specs[1].1.clone())]);
+    expect_ok(&import());
+    for d in &new_here {
+        let resp = support::http_get(&dst, &format!("/v2/prod/app/blobs/{d}"));
+        let is_manifest = manifest["blobs"].as_array().unwrap().iter().any(|b| {
+            b["digest"] == d.as_str()
+                && ["manifest", "index"].contains(&b["role"].as_str().unwrap())
+        });
+        if !is_manifest {
+            assert_eq!(resp.status, 200, "{d} missing after the import");
+        }
+    }
+    assert!(support::registry_tags(&dst, "prod/app").contains(&"v1".to_owned()));
+}
