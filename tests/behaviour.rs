@@ -548,3 +548,234 @@ fn delta_over_a_partly_present_base_is_refused_before_any_blob_is_uploaded() {
     }
     assert!(support::registry_tags(&dst, "prod/app").contains(&"v1".to_owned()));
 }
+
+// ---------------------------------------------------------------------------------------------
+// 3. import --to-repo creates exactly imgpkg's tag set and lock
+
+/// One image of imgpkg's copy tar: its exact manifest, config and gzip layer bytes.
+struct GoldenImage {
+    manifest: Vec<u8>,
+    config: Vec<u8>,
+    layers: Vec<Vec<u8>>,
+    tag: String,
+}
+
+/// The images of `guestbook.imgpkg-copy.tar` (the golden bundle first), read with the `tar`
+/// crate from imgpkg's own format: `manifest.json` plus `sha256-<hex>.tar.gz` per layer.
+fn golden_images() -> Vec<GoldenImage> {
+    use std::io::Read;
+    let path = support::fixtures::fixtures().join("guestbook.imgpkg-copy.tar");
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(&path).unwrap());
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        files.insert(name, data);
+    }
+    let index: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    index
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            let img = &item["Image"];
+            let layers = img["Layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| {
+                    let d = l["Digest"].as_str().unwrap();
+                    let data = files[&format!("{}.tar.gz", d.replacen(':', "-", 1))].clone();
+                    assert_eq!(support::sha256_digest(&data).to_string(), d);
+                    data
+                })
+                .collect();
+            GoldenImage {
+                manifest: img["Manifest"]["Raw"].as_str().unwrap().as_bytes().to_vec(),
+                config: img["Config"]["Raw"].as_str().unwrap().as_bytes().to_vec(),
+                layers,
+                tag: img["Tag"].as_str().unwrap_or_default().to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// Pushes exact blob and manifest bytes with the library's registry client (skopeo would
+/// convert or refuse imgpkg's Docker manifests in an OCI layout).
+fn push_golden(reg: &Registry, repo: &str, images: &[GoldenImage]) {
+    use airlift::oci::{Descriptor, RawManifest, media_type};
+    use airlift::reference::Reference;
+    use airlift::registry::{Registries, RegistryOptions};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let registries = Registries::new(RegistryOptions::default()).unwrap();
+        for (i, img) in images.iter().enumerate() {
+            let tag = if img.tag.is_empty() {
+                format!("golden-{i}")
+            } else {
+                img.tag.clone()
+            };
+            let target = Reference::parse(&reg.reference(&format!("{repo}:{tag}"))).unwrap();
+            let client = registries.client(target.registry()).await.unwrap();
+            let blobs = std::iter::once((&img.config, media_type::DOCKER_CONFIG)).chain(
+                img.layers
+                    .iter()
+                    .map(|l| (l, media_type::DOCKER_LAYER_GZIP)),
+            );
+            for (bytes, mt) in blobs {
+                let desc = Descriptor {
+                    media_type: mt.to_owned(),
+                    digest: support::sha256_digest(bytes),
+                    size: bytes.len() as u64,
+                    platform: None,
+                    annotations: None,
+                };
+                let b = bytes::Bytes::from(bytes.clone());
+                client
+                    .put_blob(&target, &desc, || {
+                        let b = b.clone();
+                        async move { Ok(futures::stream::once(async move { Ok(b) })) }
+                    })
+                    .await
+                    .unwrap();
+            }
+            let m =
+                RawManifest::from_bytes(bytes::Bytes::from(img.manifest.clone()), None).unwrap();
+            client.put_manifest(&target, &m).await.unwrap();
+        }
+    });
+}
+
+/// imgpkg users pull relocated bundles by these tags and diff lock files in review: the tag
+/// set and the `--lock-output` bytes are a compatibility contract, checked against imgpkg
+/// 0.43.1's own output for the same bundle (same digests: built from imgpkg's blobs).
+#[test]
+fn import_to_repo_creates_imgpkgs_tag_set_and_lock() {
+    use support::fixtures::{GOLDEN_HOST, fixtures, golden};
+    let src = Registry::start_plain();
+    let dst = Registry::start_plain();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let images = golden_images();
+    assert_eq!(
+        images[0].tag, "1.0",
+        "the root bundle comes first in imgpkg's tar"
+    );
+    // Bundle and images in one repository: the walk finds locked images in the bundle's own
+    // repository first (as imgpkg does for a relocated bundle), so the lock's 127.0.0.1:5070
+    // references need no registry on that port.
+    push_golden(&src, "guestbook-bundle", &images);
+    let bundle_ref = src.reference("guestbook-bundle:1.0");
+    let archive = h.join("guestbook.tar");
+    expect_ok(&run(
+        h,
+        &[
+            "export",
+            "-q",
+            "-b",
+            &bundle_ref,
+            "-o",
+            s(&archive),
+            "--unsigned",
+        ],
+    ));
+    let lock_out = h.join("bundle-lock.yml");
+    let to_repo = dst.reference("airgap/guestbook-bundle");
+    expect_ok(&run(
+        h,
+        &[
+            "import",
+            "-q",
+            s(&archive),
+            "--to-repo",
+            &to_repo,
+            "--allow-unsigned",
+            "--lock-output",
+            s(&lock_out),
+        ],
+    ));
+
+    // The lock: imgpkg's bytes, host substituted.
+    assert_eq!(
+        std::fs::read_to_string(&lock_out).unwrap(),
+        golden("imgpkg-copy.bundle-lock.yml").replace(GOLDEN_HOST, &dst.host())
+    );
+
+    // The tags: imgpkg's set, except the locations image's own sha256-<hex>.imgpkg tag. That
+    // image's layer is gzip'd by Go's deflate, which is not reproduced, so its manifest digest
+    // (and that one tag) differ; everything that decides its content is checked below.
+    let golden_tags: Value = serde_json::from_str(&golden("tags-after-copy.json")).unwrap();
+    assert_eq!(golden_tags["name"], "airgap/guestbook-bundle");
+    let golden_locations = std::fs::read(fixtures().join("locations.manifest.json")).unwrap();
+    let golden_locations_tag = format!(
+        "{}.imgpkg",
+        support::sha256_digest(&golden_locations).tag_form()
+    );
+    let bundle_digest = support::sha256_digest(&images[0].manifest);
+    let locations_tag = format!("{}.image-locations.imgpkg", bundle_digest.tag_form());
+    let ours =
+        support::skopeo_inspect_raw(&format!("airgap/guestbook-bundle:{locations_tag}"), &dst);
+    let our_locations_tag = format!("{}.imgpkg", support::sha256_digest(&ours).tag_form());
+    let want: BTreeSet<String> = golden_tags["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_owned())
+        .map(|t| {
+            if t == golden_locations_tag {
+                our_locations_tag.clone()
+            } else {
+                t
+            }
+        })
+        .collect();
+    assert_eq!(want.len(), 7, "{want:?}");
+    let got: BTreeSet<String> = support::registry_tags(&dst, "airgap/guestbook-bundle")
+        .into_iter()
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        support::catalog(&dst),
+        vec!["airgap/guestbook-bundle".to_owned()]
+    );
+
+    // The locations image is imgpkg's but for the gzip bytes: same config, same layer tar.
+    let m: Value = serde_json::from_slice(&ours).unwrap();
+    let layer_digest = m["layers"][0]["digest"].as_str().unwrap();
+    let layer_size = m["layers"][0]["size"].as_u64().unwrap();
+    let g: Value = serde_json::from_slice(&golden_locations).unwrap();
+    let expected = String::from_utf8(golden_locations.clone())
+        .unwrap()
+        .replace(g["layers"][0]["digest"].as_str().unwrap(), layer_digest)
+        .replace(
+            &format!("\"size\":{}", g["layers"][0]["size"]),
+            &format!("\"size\":{layer_size}"),
+        );
+    assert_eq!(String::from_utf8(ours.clone()).unwrap(), expected);
+    let gz = support::http_get(
+        &dst,
+        &format!("/v2/airgap/guestbook-bundle/blobs/{layer_digest}"),
+    );
+    assert_eq!(gz.status, 200);
+    let mut layer_tar = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&gz.body[..]),
+        &mut layer_tar,
+    )
+    .unwrap();
+    assert_eq!(
+        layer_tar,
+        std::fs::read(fixtures().join("locations.layer.tar")).unwrap()
+    );
+    // Every golden image is served at its imgpkg tag with its exact bytes.
+    for img in &images {
+        let d = support::sha256_digest(&img.manifest);
+        let raw = support::skopeo_inspect_raw(
+            &format!("airgap/guestbook-bundle:{}.imgpkg", d.tag_form()),
+            &dst,
+        );
+        assert_eq!(raw, img.manifest);
+    }
+}
