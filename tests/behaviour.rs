@@ -779,3 +779,94 @@ fn import_to_repo_creates_imgpkgs_tag_set_and_lock() {
         assert_eq!(raw, img.manifest);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 7. cross-repository mounts during copy on one registry
+
+/// Relocating within one registry is the common mirror-to-project move; re-sending gigabytes
+/// the registry already stores would make it as slow as a copy across the world.
+#[test]
+fn copy_within_one_registry_mounts_layers_instead_of_uploading_them() {
+    use std::time::Duration;
+    use support::proxy::{Fault, FaultProxy};
+    let reg = Registry::start_plain();
+    let home = tempfile::tempdir().unwrap();
+    let img = push_images(
+        &reg,
+        &[(
+            "team/a:v1",
+            ImageSpec::new(
+                940,
+                vec![
+                    LayerSpec::new(941, 2 * 1024 * 1024),
+                    LayerSpec::new(942, 64 * 1024),
+                ],
+            ),
+        )],
+    )
+    .remove(0);
+    let stored_before = stored_blob_digests(&reg);
+    // Delay(0) rules change nothing; the proxy logs each request they match.
+    let proxy = FaultProxy::start(reg.port());
+    for filter in ["POST ", "PATCH ", "PUT ", "GET /v2/team/a/blobs/"] {
+        proxy.inject(Fault::Delay(Duration::ZERO), 10_000, filter);
+    }
+    let out = airlift(
+        home.path(),
+        &[
+            "copy",
+            "-q",
+            "-i",
+            &proxy.reference("team/a:v1"),
+            "--to-repo",
+            &proxy.reference("team/b"),
+        ],
+    );
+    let text = output_text(&out);
+    expect_ok(&out);
+    let log: Vec<String> = proxy
+        .log()
+        .into_iter()
+        .map(|l| l.replace("%3A", ":").replace("%2F", "/"))
+        .collect();
+    let seen =
+        |prefix: &str| -> Vec<&String> { log.iter().filter(|l| l.starts_with(prefix)).collect() };
+    assert!(seen("PATCH ").is_empty(), "layer data was sent: {log:#?}");
+    assert!(
+        !seen("PUT ").iter().any(|l| l.contains("/blobs/")),
+        "a blob upload was completed instead of mounted: {log:#?}"
+    );
+    for layer in &img.layer_digests {
+        let d = layer.to_string();
+        assert!(
+            seen("POST /v2/team/b/blobs/uploads/")
+                .iter()
+                .any(|l| l.contains(&format!("mount={d}")) && l.contains("from=team/a")),
+            "no mount request for {d}: {log:#?}"
+        );
+        assert!(
+            !seen("GET /v2/team/a/blobs/").iter().any(|l| l.contains(&d)),
+            "layer {d} was read from the source: {log:#?}"
+        );
+        // The registry links the layer into team/b without storing a second copy.
+        let link = reg.storage_dir().join(format!(
+            "docker/registry/v2/repositories/team/b/_layers/sha256/{}/link",
+            layer.hex()
+        ));
+        assert!(link.exists(), "{d} not linked into team/b");
+        let resp = support::http_get(&reg, &format!("/v2/team/b/blobs/{d}"));
+        assert_eq!(resp.status, 200);
+        assert_eq!(&support::sha256_digest(&resp.body), layer);
+    }
+    assert_eq!(
+        stored_blob_digests(&reg),
+        stored_before,
+        "new blob data was stored"
+    );
+    assert!(
+        text.contains(&format!("{} mounted", img.layer_digests.len() + 1)),
+        "{text}"
+    );
+    let served = support::skopeo_inspect_raw(&format!("team/b@{}", img.manifest_digest), &reg);
+    assert_eq!(served, img.manifest);
+}
