@@ -870,3 +870,224 @@ fn copy_within_one_registry_mounts_layers_instead_of_uploading_them() {
     let served = support::skopeo_inspect_raw(&format!("team/b@{}", img.manifest_digest), &reg);
     assert_eq!(served, img.manifest);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 5. registry flags against real registries
+
+/// `airlift export -q -i IMAGE -o HOME/NAME.tar --unsigned EXTRA…` with env `vars`.
+fn export_image(
+    home: &Path,
+    image: &str,
+    name: &str,
+    extra: &[&str],
+    vars: &[(&str, &str)],
+) -> Output {
+    let out = home.join(format!("{name}.tar"));
+    let mut cmd = airlift_cmd(home);
+    cmd.args(["export", "-q", "-i", image, "-o", s(&out), "--unsigned"])
+        .args(extra);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run airlift")
+}
+
+/// `--registry-verify-certs=false` is the escape hatch for a registry whose CA is not at
+/// hand; `--registry-insecure` only allows plain HTTP and must not weaken TLS checks.
+#[test]
+fn verify_certs_false_reaches_a_tls_registry_without_its_ca() {
+    let reg = Registry::start_tls_auth();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let img = push_images(
+        &reg,
+        &[(
+            "flags/app:1",
+            ImageSpec::new(950, vec![LayerSpec::new(951, 16 * 1024)]),
+        )],
+    )
+    .remove(0);
+    let image = reg.reference("flags/app:1");
+    let creds = [
+        "--registry-username",
+        reg.username(),
+        "--registry-password",
+        reg.password(),
+    ];
+    let text = expect_code(&export_image(h, &image, "no-ca", &creds, &[]), 1);
+    assert!(text.contains("--registry-ca-cert-path"), "{text}");
+    assert!(text.contains("--registry-verify-certs=false"), "{text}");
+    assert!(!h.join("no-ca.tar").exists());
+
+    let mut insecure = creds.to_vec();
+    insecure.push("--registry-insecure");
+    let text = expect_code(&export_image(h, &image, "insecure", &insecure, &[]), 1);
+    assert!(text.contains("--registry-ca-cert-path"), "{text}");
+
+    let mut unverified = creds.to_vec();
+    unverified.push("--registry-verify-certs=false");
+    expect_ok(&export_image(h, &image, "unverified", &unverified, &[]));
+    let archive = h.join("unverified.tar");
+    expect_ok(&airlift(h, &["verify", s(&archive), "--allow-unsigned"]));
+    let bytes = std::fs::read(&archive).unwrap();
+    let entries = support::tar_entries(&bytes);
+    assert_eq!(
+        entry(&entries, &blob_entry(&img.manifest_digest.to_string())).data(&bytes),
+        &img.manifest[..]
+    );
+}
+
+/// `--registry-insecure` allows plain HTTP to hosts that are not loopback by name (loopback
+/// names always may fall back, as with docker). `2130706433` is 127.0.0.1 written as one
+/// number: the resolver and URL parser turn it into 127.0.0.1, but it does not look like a
+/// loopback host, so the flag decides. No address other than 127.0.0.1 is contacted.
+#[test]
+fn registry_insecure_allows_plain_http_to_a_host_not_named_loopback() {
+    let reg = Registry::start_plain();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let img = push_images(
+        &reg,
+        &[(
+            "flags/plain:1",
+            ImageSpec::new(952, vec![LayerSpec::new(953, 16 * 1024)]),
+        )],
+    )
+    .remove(0);
+    let image = format!("2130706433:{}/flags/plain:1", reg.port());
+    let out = export_image(
+        h,
+        &image,
+        "https-only",
+        &["--registry-retry-count", "0"],
+        &[],
+    );
+    assert!(
+        !out.status.success(),
+        "plain HTTP used without --registry-insecure:\n{}",
+        output_text(&out)
+    );
+    let text = expect_code(&out, 1);
+    // It tried TLS, which a plain-HTTP registry cannot answer.
+    assert!(text.contains("https://"), "{text}");
+    assert!(
+        text.contains(&format!("2130706433:{}", reg.port())),
+        "{text}"
+    );
+    assert!(!h.join("https-only.tar").exists());
+
+    expect_ok(&export_image(
+        h,
+        &image,
+        "insecure",
+        &["--registry-insecure"],
+        &[],
+    ));
+    let bytes = std::fs::read(h.join("insecure.tar")).unwrap();
+    let entries = support::tar_entries(&bytes);
+    for d in &img.layer_digests {
+        assert_eq!(
+            &support::sha256_digest(entry(&entries, &blob_entry(&d.to_string())).data(&bytes)),
+            d
+        );
+    }
+    // The loopback name needs no flag: the fallback is docker's rule for 127.0.0.1.
+    expect_ok(&export_image(
+        h,
+        &reg.reference("flags/plain:1"),
+        "loopback",
+        &[],
+        &[],
+    ));
+}
+
+/// Writes an executable `docker-credential-NAME` into `bin` that logs each call to
+/// `bin/NAME.log` and answers with `user`/`secret`.
+fn credential_helper(bin: &Path, name: &str, user: &str, secret: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let log = bin.join(format!("{name}.log"));
+    let script = format!(
+        "#!/bin/sh\nread -r server\necho \"$1 $server\" >> '{log}'\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"{secret}\"}}' \"$server\"\n",
+        log = log.display()
+    );
+    let path = bin.join(format!("docker-credential-{name}"));
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    log
+}
+
+/// Calls logged by a helper (empty if it never ran).
+fn helper_calls(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Air-gapped registries are often reached through docker's credential helpers; the lookup
+/// order (credHelpers for the host, then credsStore) must hold with real helper programs.
+#[test]
+fn docker_config_creds_store_and_cred_helpers_run_real_helpers() {
+    let reg = Registry::start_tls_auth();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    push_images(
+        &reg,
+        &[(
+            "flags/auth:1",
+            ImageSpec::new(954, vec![LayerSpec::new(955, 16 * 1024)]),
+        )],
+    );
+    let image = reg.reference("flags/auth:1");
+    let bin = tempfile::tempdir().unwrap();
+    let store_log = credential_helper(bin.path(), "store", reg.username(), reg.password());
+    let helper_log = credential_helper(bin.path(), "hosthelper", reg.username(), reg.password());
+    let wrong_log = credential_helper(bin.path(), "wrong", reg.username(), "not-the-password");
+    let path = format!("{}:/usr/bin:/bin", bin.path().display());
+    let vars = [("PATH", path.as_str())];
+    let ca = s(&reg.ca_cert_path()).to_owned();
+    let flags = ["--registry-ca-cert-path", ca.as_str()];
+    let config = h.join(".docker/config.json");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    let host = reg.host();
+    let want_call = format!("get {host}");
+
+    // No credentials anywhere: refused, so any success below is the helpers' doing.
+    let text = expect_code(&export_image(h, &image, "anon", &flags, &vars), 1);
+    assert!(text.contains("authentication failed"), "{text}");
+
+    std::fs::write(&config, r#"{"credsStore":"store"}"#).unwrap();
+    expect_ok(&export_image(h, &image, "store", &flags, &vars));
+    assert!(
+        helper_calls(&store_log).contains(&want_call),
+        "{:?}",
+        helper_calls(&store_log)
+    );
+
+    // credHelpers for this host wins over credsStore.
+    let store_calls = helper_calls(&store_log).len();
+    std::fs::write(
+        &config,
+        format!(r#"{{"credsStore":"store","credHelpers":{{"{host}":"hosthelper"}}}}"#),
+    )
+    .unwrap();
+    expect_ok(&export_image(h, &image, "helper", &flags, &vars));
+    assert!(
+        helper_calls(&helper_log).contains(&want_call),
+        "{:?}",
+        helper_calls(&helper_log)
+    );
+    assert_eq!(
+        helper_calls(&store_log).len(),
+        store_calls,
+        "credsStore asked although credHelpers answered"
+    );
+
+    // What the helper answers is what is sent: a wrong secret is refused, naming the helper.
+    std::fs::write(&config, r#"{"credsStore":"wrong"}"#).unwrap();
+    let text = expect_code(&export_image(h, &image, "wrong", &flags, &vars), 1);
+    assert!(helper_calls(&wrong_log).contains(&want_call));
+    assert!(text.contains("authentication failed"), "{text}");
+    assert!(text.contains("docker-credential-wrong"), "{text}");
+}
