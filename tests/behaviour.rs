@@ -1091,3 +1091,165 @@ fn docker_config_creds_store_and_cred_helpers_run_real_helpers() {
     assert!(text.contains("authentication failed"), "{text}");
     assert!(text.contains("docker-credential-wrong"), "{text}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 4. export --resume refuses a source that changed
+
+/// Digests of the whole layer entries of a (cut) archive whose data hashes right.
+fn kept_layers(path: &Path, layers: &BTreeSet<String>) -> BTreeSet<String> {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    support::whole_tar_entries(&bytes)
+        .into_iter()
+        .filter_map(|e| {
+            let d = format!("sha256:{}", e.name.strip_prefix("blobs/sha256/")?);
+            (layers.contains(&d) && support::sha256_digest(e.data(&bytes)).to_string() == d)
+                .then_some(d)
+        })
+        .collect()
+}
+
+/// Interrupts an export by tag, moves one tag to other content, and resumes: mixing blobs of
+/// two different sources into one signed archive would be silent corruption, so the resume
+/// must refuse, keep what was written, and resume once the source is back. With `strict`,
+/// the refusal must also name the reference that changed.
+fn resume_after_a_retag(strict: bool) {
+    use std::time::{Duration, Instant};
+    use support::proxy::{Fault, FaultProxy};
+    let reg = Registry::start_plain();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let (key, _) = keygen(h, "release");
+    let spec = |i: u64| {
+        ImageSpec::new(
+            960 + i,
+            vec![
+                LayerSpec::new(970 + i, 2 * 1024 * 1024),
+                LayerSpec::new(980 + i, 100 * 1024),
+            ],
+        )
+    };
+    let names = ["res/img0:v1", "res/img1:v1", "res/img2:v1"];
+    let images: Vec<WrittenImage> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| push_images(&reg, &[(n, spec(i as u64))]).remove(0))
+        .collect();
+    let layers: BTreeSet<String> = images
+        .iter()
+        .flat_map(|i| i.layer_digests.iter().map(|d| d.to_string()))
+        .collect();
+    let proxy = FaultProxy::start(reg.port());
+    let refs: Vec<String> = names.iter().map(|n| proxy.reference(n)).collect();
+    let args = |out: &Path, resume: bool| -> Vec<String> {
+        let mut v: Vec<String> = ["export", "-q", "--sign-key", s(&key), "-o", s(out)]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        for r in &refs {
+            v.extend(["-i".to_owned(), r.clone()]);
+        }
+        if resume {
+            v.push("--resume".into());
+        }
+        v
+    };
+    let exec = |a: &[String]| run(h, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    let whole_dir = tempfile::tempdir().unwrap();
+    let cut_dir = tempfile::tempdir().unwrap();
+    let whole = whole_dir.path().join("rel.tar");
+    let cut = cut_dir.path().join("rel.tar");
+    let partial = cut_dir.path().join("rel.tar.partial");
+    expect_ok(&exec(&args(&whole, false)));
+
+    // Hold back the last layer the archive writes; kill the export once an earlier layer is
+    // on disk (the writer writes in order, so it is stuck before that layer).
+    let whole_bytes = std::fs::read(&whole).unwrap();
+    let last_layer = support::tar_entries(&whole_bytes)
+        .into_iter()
+        .filter_map(|e| Some(format!("sha256:{}", e.name.strip_prefix("blobs/sha256/")?)))
+        .rfind(|d| layers.contains(d))
+        .unwrap();
+    proxy.inject(
+        Fault::Delay(Duration::from_secs(60)),
+        10,
+        &format!("/blobs/{last_layer}"),
+    );
+    let mut child = airlift_cmd(h)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .args(args(&cut, false))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while kept_layers(&partial, &layers).is_empty() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "export ended before it could be interrupted"
+        );
+        assert!(Instant::now() < deadline, "no layer written within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    proxy.clear();
+    assert!(
+        !cut.exists(),
+        "an interrupted export left a complete-looking file"
+    );
+    let kept = kept_layers(&partial, &layers);
+    assert!(!kept.contains(&last_layer));
+    let cut_bytes = std::fs::read(&partial).unwrap();
+
+    // img1:v1 now names other content.
+    let changed = push_images(&reg, &[(names[1], spec(7))]).remove(0);
+    assert_ne!(changed.manifest_digest, images[1].manifest_digest);
+    let text = expect_code(&exec(&args(&cut, true)), 1);
+    assert!(text.contains("cannot resume"), "{text}");
+    assert!(text.contains("changed"), "{text}");
+    if strict {
+        assert!(
+            text.contains(names[1]),
+            "the changed reference is not named:\n{text}"
+        );
+    }
+    assert!(!cut.exists());
+    assert_eq!(
+        std::fs::read(&partial).unwrap(),
+        cut_bytes,
+        "the refused resume touched the partial file"
+    );
+
+    // Back to the original content: the resume keeps the written layers and completes,
+    // byte-identical to the uninterrupted export, without fetching kept layers again.
+    push_images(&reg, &[(names[1], spec(1))]);
+    proxy.inject(Fault::Delay(Duration::ZERO), 10_000, "GET ");
+    let out = exec(&args(&cut, true));
+    let text = output_text(&out);
+    expect_ok(&out);
+    assert!(text.contains("resumed: kept"), "{text}");
+    assert!(
+        std::fs::read(&cut).unwrap() == whole_bytes,
+        "resumed archive differs"
+    );
+    for d in &kept {
+        assert!(
+            !proxy
+                .log()
+                .iter()
+                .any(|l| l.contains(&format!("/blobs/{d}"))),
+            "kept layer {d} fetched again"
+        );
+    }
+}
+
+#[test]
+fn export_resume_refuses_a_retagged_source_and_resumes_once_it_is_back() {
+    resume_after_a_retag(false);
+}
+
+#[test]
+#[ignore = "gap: the resume refusal says the source or options changed but not which reference"]
+fn export_resume_refusal_names_the_changed_reference() {
+    resume_after_a_retag(true);
+}
