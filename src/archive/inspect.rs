@@ -439,7 +439,9 @@ mod tests {
     use super::*;
     use crate::archive::manifest::{BlobTableBuilder, IndexEntry, Root, oci_index_json};
     use crate::archive::tar::{header, write_entry};
+    use crate::archive::{INDEX_JSON, OCI_LAYOUT, OCI_LAYOUT_CONTENT};
     use crate::oci::{Descriptor, media_type};
+    use bytes::Bytes;
 
     fn desc(mt: &str, bytes: &[u8]) -> Descriptor {
         Descriptor {

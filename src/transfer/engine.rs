@@ -538,8 +538,9 @@ mod tests {
         let (source, sink) = (MemoryStore::new(), MemoryStore::new());
         let (g, d) = graph(&source);
         sink.stage_tag("app:1", &d[0]);
+        let reporter = silent();
         {
-            let fut = copy(&source, &sink, &g, blobs(&g), opts(), &silent(), &NoHooks);
+            let fut = copy(&source, &sink, &g, blobs(&g), opts(), &reporter, &NoHooks);
             futures::pin_mut!(fut);
             // Poll once, then drop the copy mid-way: as a Ctrl-C would.
             let _ = futures::poll!(fut.as_mut());
