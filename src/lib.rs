@@ -4,7 +4,9 @@
 //! - [`reference`], [`digest`], [`oci`]: the vocabulary (image names, content digests, manifests);
 //! - [`registry`]: talking to OCI registries (auth, TLS, retries) over `oci-client`;
 //! - [`archive`]: the airlift archive format v1 (an OCI image layout in a signed tar);
-//! - [`transfer`]: one graph walk that moves content between registries and archives;
+//! - [`graph`]: the content graph every transfer moves;
+//! - [`store`]: places content lives (registries, archives being read or written), behind two traits;
+//! - [`transfer`]: the one engine over stores, and export, import and copy as its policies;
 //! - [`author`]: imgpkg/kbld-compatible locks, rewrites and bundles;
 //! - [`keys`]: ed25519 signing keys.
 #![warn(missing_docs)]
@@ -12,6 +14,7 @@
 pub mod archive;
 pub mod author;
 pub mod digest;
+pub mod graph;
 pub mod keys;
 pub mod oci;
 pub mod reference;

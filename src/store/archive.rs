@@ -20,11 +20,10 @@ use crate::archive::check::graph_failures;
 use crate::archive::manifest::{Manifest, Role, RootKind};
 use crate::archive::reader::{ArchiveHeader, ArchiveReader, BlobIndex, ManifestBlob};
 use crate::digest::Digest;
+use crate::graph::{BundleLockInfo, Graph, Kind, LockedImage, ManifestNode, Root};
 use crate::keys::VerifyingKey;
 use crate::oci::{Descriptor, RawManifest};
 use crate::reference::Reference;
-use crate::transfer::TransferError;
-use crate::transfer::graph::{BundleLockInfo, Graph, Kind, LockedImage, ManifestNode, Root};
 
 /// Bytes per chunk read from an archive.
 const CHUNK: usize = 256 * 1024;
@@ -44,25 +43,25 @@ pub struct Trust {
 
 impl Trust {
     /// Checks the header's signatures; returns the fingerprints of trusted signers.
-    pub fn check(&self, header: &ArchiveHeader) -> Result<Vec<String>, TransferError> {
+    pub fn check(&self, header: &ArchiveHeader) -> Result<Vec<String>, StoreError> {
         let valid = header.valid_signers(&self.keys);
         if self.allow_unsigned {
             return Ok(valid);
         }
         if self.keys.is_empty() {
-            return Err(TransferError::Usage(
+            return Err(StoreError::Usage(
                 "no trusted keys given: pass --trust PUB (or --allow-unsigned to skip signature checks)".into(),
             ));
         }
         if header.signatures.is_empty() {
-            return Err(TransferError::Verification(
+            return Err(StoreError::Verification(
                 "the archive is unsigned; refusing it (pass --allow-unsigned to accept unsigned archives)".into(),
             ));
         }
         header
             .check_signatures(&self.keys, self.required.max(1))
             .map_err(|e| {
-                TransferError::Verification(format!(
+                StoreError::Verification(format!(
                     "{e}; archive signed by {}",
                     header
                         .signatures
@@ -110,16 +109,16 @@ impl ArchiveStore {
     }
 }
 
-pub(crate) fn archive_err(path: &Path) -> impl Fn(ArchiveError) -> TransferError + '_ {
-    move |e| TransferError::Verification(format!("{}: {e}", path.display()))
+pub(crate) fn archive_err(path: &Path) -> impl Fn(ArchiveError) -> StoreError + '_ {
+    move |e| StoreError::Verification(format!("{}: {e}", path.display()))
 }
 
 /// Builds the graph an archive carries from its airlift manifest and manifest blobs.
 pub fn graph_from_archive(
     manifest: &Manifest,
     manifests: Vec<RawManifest>,
-) -> Result<Graph, TransferError> {
-    let bad = |m: String| TransferError::Verification(m);
+) -> Result<Graph, StoreError> {
+    let bad = |m: String| StoreError::Verification(m);
     let by_digest: HashMap<Digest, RawManifest> = manifests
         .into_iter()
         .map(|m| (m.digest.clone(), m))
@@ -426,23 +425,20 @@ fn channel_stream(rx: mpsc::Receiver<std::io::Result<Bytes>>) -> ByteStream {
 }
 
 /// Opens one archive, or some volumes of a set, for import (signatures first).
-pub async fn open_archives(
-    paths: &[PathBuf],
-    trust: &Trust,
-) -> Result<ArchiveStore, TransferError> {
+pub async fn open_archives(paths: &[PathBuf], trust: &Trust) -> Result<ArchiveStore, StoreError> {
     let first = paths
         .first()
-        .ok_or_else(|| TransferError::Usage("no archive given".into()))?;
+        .ok_or_else(|| StoreError::Usage("no archive given".into()))?;
     let p = first.clone();
     let is_set = tokio::task::spawn_blocking(move || {
         ArchiveReader::open(&p).map(|r| r.header().manifest.volume.is_some())
     })
     .await
-    .map_err(|e| TransferError::Other(e.to_string()))?
+    .map_err(|e| StoreError::from(e))?
     .map_err(archive_err(first))?;
     if !is_set {
         if paths.len() > 1 {
-            return Err(TransferError::Usage(format!(
+            return Err(StoreError::Usage(format!(
                 "{} is a single-file archive: import it alone",
                 first.display()
             )));
@@ -457,7 +453,7 @@ fn checked_graph(
     path: &Path,
     header: &ArchiveHeader,
     blobs: &[ManifestBlob],
-) -> Result<Graph, TransferError> {
+) -> Result<Graph, StoreError> {
     let listed: Vec<(String, Digest, String, Bytes)> = blobs
         .iter()
         .map(|b| {
@@ -476,7 +472,7 @@ fn checked_graph(
             .take(10)
             .map(|f| f.message.as_str())
             .collect();
-        return Err(TransferError::Verification(format!(
+        return Err(StoreError::Verification(format!(
             "{}: {}{}",
             path.display(),
             shown.join("; "),
@@ -495,29 +491,27 @@ fn checked_graph(
 fn open_volume(
     p: &Path,
     trust: &Trust,
-) -> Result<(ArchiveHeader, Vec<ManifestBlob>, Vec<String>), TransferError> {
+) -> Result<(ArchiveHeader, Vec<ManifestBlob>, Vec<String>), StoreError> {
     let mut reader = ArchiveReader::open(p).map_err(archive_err(p))?;
     let signers = trust.check(reader.header()).map_err(|e| match e {
-        TransferError::Verification(m) => {
-            TransferError::Verification(format!("{}: {m}", p.display()))
-        }
+        StoreError::Verification(m) => StoreError::Verification(format!("{}: {m}", p.display())),
         other => other,
     })?;
     let blobs = reader.read_manifests().map_err(archive_err(p))?;
     Ok((reader.header().clone(), blobs, signers))
 }
 
-async fn open_volume_set(paths: &[PathBuf], trust: &Trust) -> Result<ArchiveStore, TransferError> {
+async fn open_volume_set(paths: &[PathBuf], trust: &Trust) -> Result<ArchiveStore, StoreError> {
     let paths_owned = paths.to_vec();
     let trust = trust.clone();
-    let blocking = tokio::task::spawn_blocking(move || -> Result<_, TransferError> {
+    let blocking = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
         let mut head: Option<(ArchiveHeader, Vec<ManifestBlob>, Vec<String>)> = None;
         let mut volumes: Vec<(PathBuf, u32)> = Vec::new();
         let mut parts: HashMap<Digest, Vec<Option<Segment>>> = HashMap::new();
         for p in &paths_owned {
             let (h, blobs, signers) = open_volume(p, &trust)?;
             let Some(v) = h.volume else {
-                return Err(TransferError::Usage(format!(
+                return Err(StoreError::Usage(format!(
                     "{} is a single-file archive, not a volume of this set",
                     p.display()
                 )));
@@ -525,7 +519,7 @@ async fn open_volume_set(paths: &[PathBuf], trust: &Trust) -> Result<ArchiveStor
             if let Some((first, _, _)) = &head
                 && first.manifest_bytes != h.manifest_bytes
             {
-                return Err(TransferError::Verification(format!(
+                return Err(StoreError::Verification(format!(
                     "{} is a volume of another archive (manifest {}, expected {})",
                     p.display(),
                     Digest::sha256_of(&h.manifest_bytes),
@@ -533,7 +527,7 @@ async fn open_volume_set(paths: &[PathBuf], trust: &Trust) -> Result<ArchiveStor
                 )));
             }
             if let Some((other, _)) = volumes.iter().find(|(_, n)| *n == v) {
-                return Err(TransferError::Usage(format!(
+                return Err(StoreError::Usage(format!(
                     "volume {v} given twice: {} and {}",
                     other.display(),
                     p.display()
@@ -573,7 +567,7 @@ async fn open_volume_set(paths: &[PathBuf], trust: &Trust) -> Result<ArchiveStor
             volumes.push((p.clone(), v));
         }
         let (header, blobs, signers) =
-            head.ok_or_else(|| TransferError::Usage("no archive given".into()))?;
+            head.ok_or_else(|| StoreError::Usage("no archive given".into()))?;
         let (complete, partial): (HashMap<_, _>, HashMap<_, _>) = parts
             .into_iter()
             .partition(|(_, slots)| slots.iter().all(Option::is_some));
@@ -590,9 +584,8 @@ async fn open_volume_set(paths: &[PathBuf], trust: &Trust) -> Result<ArchiveStor
             VolumeSource { complete, partial },
         ))
     });
-    let (header, blobs, signers, volumes, source) = blocking
-        .await
-        .map_err(|e| TransferError::Other(e.to_string()))??;
+    let (header, blobs, signers, volumes, source) =
+        blocking.await.map_err(|e| StoreError::from(e))??;
     let path = volumes.first().map(|(p, _)| p.clone()).unwrap_or_default();
     let graph = checked_graph(&path, &header, &blobs)?;
     Ok(ArchiveStore {
@@ -606,18 +599,18 @@ async fn open_volume_set(paths: &[PathBuf], trust: &Trust) -> Result<ArchiveStor
 }
 
 /// Opens an archive: signatures first, then manifests and the graph, under the archive rules.
-pub async fn open_archive(path: &Path, trust: &Trust) -> Result<ArchiveStore, TransferError> {
+pub async fn open_archive(path: &Path, trust: &Trust) -> Result<ArchiveStore, StoreError> {
     let p = path.to_path_buf();
     let trust = trust.clone();
     let (mut reader, blobs, signers) =
-        tokio::task::spawn_blocking(move || -> Result<_, TransferError> {
+        tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             let mut reader = ArchiveReader::open(&p).map_err(archive_err(&p))?;
             let signers = trust.check(reader.header())?;
             let blobs = reader.read_manifests().map_err(archive_err(&p))?;
             Ok((reader, blobs, signers))
         })
         .await
-        .map_err(|e| TransferError::Other(e.to_string()))??;
+        .map_err(|e| StoreError::from(e))??;
     let header = reader.header().clone();
     let graph = checked_graph(path, &header, &blobs)?;
     let kind = if header.compressed {
@@ -636,7 +629,7 @@ pub async fn open_archive(path: &Path, trust: &Trust) -> Result<ArchiveStore, Tr
         let (p, h) = (path.to_path_buf(), header.clone());
         let index = tokio::task::spawn_blocking(move || BlobIndex::build_with(&p, &h))
             .await
-            .map_err(|e| TransferError::Other(e.to_string()))?
+            .map_err(|e| StoreError::from(e))?
             .map_err(archive_err(path))?;
         ArchiveSource::Indexed(Arc::new(index))
     };

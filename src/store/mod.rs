@@ -16,6 +16,7 @@
 
 pub mod archive;
 pub mod memory;
+pub mod place;
 pub mod registry;
 pub mod writer;
 
@@ -59,6 +60,12 @@ pub enum StoreError {
     /// The store cannot do this (order, capability), and says why.
     #[error("{0}")]
     Refused(String),
+    /// Content failed a check (signature, digest, completeness): nothing may be published.
+    #[error("verification failed: {0}")]
+    Verification(String),
+    /// The request does not fit the content or the store (a usage error).
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl StoreError {
@@ -67,6 +74,22 @@ impl StoreError {
         let context = context.into();
         move |source| StoreError::Io { context, source }
     }
+}
+
+/// Receives progress; the CLI draws it, the library only counts.
+pub trait Reporter: Send + Sync {
+    /// Bytes of blob content moved (or verified and skipped).
+    fn bytes(&self, n: u64);
+    /// One blob finished.
+    fn blob_done(&self);
+}
+
+/// A reporter that shows nothing.
+pub struct Silent;
+
+impl Reporter for Silent {
+    fn bytes(&self, _: u64) {}
+    fn blob_done(&self) {}
 }
 
 /// What a sink did with a blob.

@@ -8,16 +8,16 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
+use super::place::Placement;
 use super::{ByteStream, Pushed, Sink, Source, StoreError};
 use crate::digest::Digest;
+use crate::graph::Graph;
 use crate::oci::{Descriptor, RawManifest};
 use crate::reference::Reference;
 use crate::registry::{Registries, RegistryError};
-use crate::transfer::graph::Graph;
-use crate::transfer::place::Placement;
-use crate::transfer::relocate::ExtraImage;
 
 /// Reads blobs from the repositories a graph was walked in.
 pub struct RegistrySource<'a> {
@@ -70,6 +70,20 @@ impl Source for RegistrySource<'_> {
     fn location(&self, digest: &Digest) -> Option<Reference> {
         self.locations.get(digest).cloned()
     }
+}
+
+/// A small image made on the spot (imgpkg's locations image, airlift's relocations image),
+/// pushed by the registry sink at commit, before the tags.
+#[derive(Debug, Clone)]
+pub struct ExtraImage {
+    /// `registry/path` it goes to.
+    pub repo: String,
+    /// The tags it gets.
+    pub tags: Vec<String>,
+    /// Its manifest.
+    pub manifest: RawManifest,
+    /// Its config and layer bytes.
+    pub blobs: Vec<(Descriptor, Bytes)>,
 }
 
 /// Writes to registries where a [`Placement`] says, tags last.

@@ -8,20 +8,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use super::Reporter;
 use super::{ByteStream, Pushed, Sink, StoreError};
 use crate::archive::manifest::{Manifest, Role};
 use crate::archive::writer::{ArchiveWriter, ScanResult, WriteOptions, commit_rename};
 use crate::digest::Digest;
 use crate::oci::{Descriptor, RawManifest};
 use crate::reference::Reference;
-use crate::transfer::TransferError;
-use crate::transfer::export::{partial_path, write_checksums};
-use crate::transfer::progress::Progress;
 
 /// What an interrupted run left of one file.
 pub enum FileState {
@@ -56,7 +55,7 @@ pub struct ArchivePlan {
     /// zstd, mtime.
     pub options: WriteOptions,
     /// Where the writer reports bytes and blobs.
-    pub progress: Arc<Progress>,
+    pub progress: Arc<dyn Reporter>,
     /// Blob streams opened ahead of the one being written.
     pub prefetch: usize,
     /// `(directory, NAME)` for `NAME.B3SUMS` and `NAME.SHA256SUMS`.
@@ -73,7 +72,7 @@ pub struct ArchiveSink {
     order: Vec<Digest>,
     wanted: HashSet<Digest>,
     tx: Mutex<Option<std::sync::mpsc::SyncSender<Fetched>>>,
-    writer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), TransferError>>>>,
+    writer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), StoreError>>>>,
     files: Vec<PathBuf>,
     checksums: (PathBuf, String),
     written: Mutex<Vec<PathBuf>>,
@@ -111,7 +110,7 @@ impl ArchiveSink {
             None => Err(StoreError::Refused(
                 "the archive writer already stopped".into(),
             )),
-            Some(h) => h.await?.map_err(|e| StoreError::Refused(e.to_string())),
+            Some(h) => h.await?,
         }
     }
 }
@@ -119,10 +118,7 @@ impl ArchiveSink {
 /// Writes every file of the plan; a volume set is renamed only when every volume is
 /// complete, and a failed run removes the volumes it finished (a killed run leaves them for
 /// `--resume`).
-fn write_all(
-    plan: ArchivePlan,
-    rx: &std::sync::mpsc::Receiver<Fetched>,
-) -> Result<(), TransferError> {
+fn write_all(plan: ArchivePlan, rx: &std::sync::mpsc::Receiver<Fetched>) -> Result<(), StoreError> {
     let is_set = plan.manifest.volume.is_some();
     let mut finished: Vec<PathBuf> = Vec::new();
     let result = write_files(&plan, rx, is_set, &mut finished);
@@ -136,8 +132,8 @@ fn write_all(
         for (path, _) in &plan.files {
             let partial = partial_path(path);
             if partial.exists() {
-                commit_rename(&partial, path).map_err(|source| TransferError::Io {
-                    what: format!("renaming {}", partial.display()),
+                commit_rename(&partial, path).map_err(|source| StoreError::Io {
+                    context: format!("renaming {}", partial.display()),
                     source,
                 })?;
             }
@@ -203,9 +199,8 @@ impl Sink for ArchiveSink {
         self.join().await?;
         let (dir, stem) = self.checksums.clone();
         let files = self.files.clone();
-        let sums = tokio::task::spawn_blocking(move || write_checksums(&dir, &stem, &files))
-            .await?
-            .map_err(|e| StoreError::Refused(e.to_string()))?;
+        let sums =
+            tokio::task::spawn_blocking(move || write_checksums(&dir, &stem, &files)).await??;
         if let Ok(mut w) = self.written.lock() {
             *w = sums;
         }
@@ -244,7 +239,7 @@ fn write_files(
     rx: &std::sync::mpsc::Receiver<Fetched>,
     is_set: bool,
     finished: &mut Vec<PathBuf>,
-) -> Result<(), TransferError> {
+) -> Result<(), StoreError> {
     let (writer_files, writer_manifest, writer_bytes) =
         (&plan.files, &*plan.manifest, &plan.manifest_bytes[..]);
     let (signatures, index_json, manifest_blobs, skips) = (
@@ -255,7 +250,7 @@ fn write_files(
     );
     let (write_options, writer_progress) = (plan.options, &*plan.progress);
     let wrap = |what: String| {
-        move |e: crate::archive::ArchiveError| TransferError::Other(format!("{what}: {e}"))
+        move |e: crate::archive::ArchiveError| StoreError::Refused(format!("{what}: {e}"))
     };
     let mut current: Option<Fetched> = None;
     for ((path, vol), state) in writer_files.iter().zip(&plan.states) {
@@ -278,15 +273,15 @@ fn write_files(
         for e in &entries[start..] {
             let result = if matches!(e.role, Role::Manifest | Role::Index) {
                 let bytes = manifest_blobs.get(&e.blob).cloned().unwrap_or_default();
-                writer_progress.add_bytes(bytes.len() as u64);
+                writer_progress.bytes(bytes.len() as u64);
                 w.write_blob(&e.digest, e.size, &bytes[..])
             } else {
                 if current.as_ref().map(|(d, _)| d) != Some(&e.blob) {
                     let (d, mut reader) = rx.recv().map_err(|_| {
-                        TransferError::Other(format!("download of {} was abandoned", e.blob))
+                        StoreError::Refused(format!("download of {} was abandoned", e.blob))
                     })?;
                     if d != e.blob {
-                        return Err(TransferError::Other(format!(
+                        return Err(StoreError::Refused(format!(
                             "internal: expected blob {} from the fetcher, got {d}",
                             e.blob
                         )));
@@ -294,16 +289,16 @@ fn write_files(
                     let skip = skips.get(&d).copied().unwrap_or(0);
                     let skipped =
                         std::io::copy(&mut (&mut reader).take(skip), &mut std::io::sink())
-                            .map_err(|err| TransferError::Other(format!("blob {d}: {err}")))?;
+                            .map_err(|err| StoreError::Refused(format!("blob {d}: {err}")))?;
                     if skipped != skip {
-                        return Err(TransferError::Other(format!(
+                        return Err(StoreError::Refused(format!(
                             "blob {d}: shorter than its parts"
                         )));
                     }
                     current = Some((d, reader));
                 }
                 let Some((_, reader)) = current.as_mut() else {
-                    return Err(TransferError::Other("internal: no blob stream".into()));
+                    return Err(StoreError::Refused("internal: no blob stream".into()));
                 };
                 let r = match e.part {
                     None => w.write_blob(
@@ -328,7 +323,7 @@ fn write_files(
                 }
                 r
             };
-            result.map_err(|err| TransferError::Other(format!("writing {}: {err}", e.name)))?;
+            result.map_err(|err| StoreError::Refused(format!("writing {}: {err}", e.name)))?;
             if e.part.is_none_or(|(n, c)| n == c) {
                 writer_progress.blob_done();
             }
@@ -348,13 +343,71 @@ fn write_files(
 /// Counts bytes into the progress display as the writer reads them.
 struct CountingReader<'a, R> {
     inner: R,
-    progress: &'a Progress,
+    progress: &'a dyn Reporter,
 }
 
 impl<R: std::io::Read> std::io::Read for CountingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.progress.add_bytes(n as u64);
+        self.progress.bytes(n as u64);
         Ok(n)
     }
+}
+
+/// Writes `NAME.B3SUMS` and `NAME.SHA256SUMS` (the formats `b3sum -c` and `sha256sum -c` read)
+/// listing each file by its bare name, so copies on media can be checked with stock tools.
+pub fn write_checksums(
+    dir: &Path,
+    stem: &str,
+    files: &[PathBuf],
+) -> Result<Vec<PathBuf>, StoreError> {
+    let io = |what: String| {
+        move |source| StoreError::Io {
+            context: what,
+            source,
+        }
+    };
+    let (mut b3, mut sha) = (String::new(), String::new());
+    for path in files {
+        let mut f = std::fs::File::open(path).map_err(io(format!("reading {}", path.display())))?;
+        let mut h3 = blake3::Hasher::new();
+        let mut h2 = crate::digest::Hasher::new(crate::digest::Algorithm::Sha256);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f
+                .read(&mut buf)
+                .map_err(io(format!("reading {}", path.display())))?;
+            if n == 0 {
+                break;
+            }
+            h3.update(&buf[..n]);
+            h2.update(&buf[..n]);
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        b3.push_str(&format!("{}  {name}\n", h3.finalize().to_hex()));
+        sha.push_str(&format!("{}  {name}\n", h2.finish().hex()));
+    }
+    let mut out = Vec::new();
+    for (ext, text) in [("B3SUMS", b3), ("SHA256SUMS", sha)] {
+        let path = dir.join(format!("{stem}.{ext}"));
+        let partial = partial_path(&path);
+        let mut f = std::fs::File::create(&partial)
+            .map_err(io(format!("writing {}", partial.display())))?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(io(format!("writing {}", partial.display())))?;
+        std::fs::rename(&partial, &path).map_err(io(format!("renaming {}", partial.display())))?;
+        out.push(path);
+    }
+    Ok(out)
+}
+
+/// Where an export leaves its work in progress (for messages and cleanup checks).
+pub fn partial_path(output: &Path) -> PathBuf {
+    let mut s = output.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
 }

@@ -13,10 +13,11 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 
 use super::TransferError;
-use super::graph::{Graph, ManifestNode};
 use crate::digest::Digest;
+use crate::graph::{Graph, ManifestNode};
 use crate::oci::Descriptor;
 use crate::store::{ByteStream, Pushed, Sink, Source, StoreError};
+pub use crate::store::{Reporter, Silent};
 
 /// Which side of a copy failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,22 +86,6 @@ fn at(side: Side, op: Op, digest: Option<&Digest>) -> impl FnOnce(StoreError) ->
     }
 }
 
-/// Receives progress; the CLI draws it, the library only counts.
-pub trait Reporter: Send + Sync {
-    /// Bytes of blob content moved (or verified and skipped).
-    fn bytes(&self, n: u64);
-    /// One blob finished.
-    fn blob_done(&self);
-}
-
-/// A reporter that shows nothing.
-pub struct Silent;
-
-impl Reporter for Silent {
-    fn bytes(&self, _: u64) {}
-    fn blob_done(&self) {}
-}
-
 /// Policy decisions the engine asks for between its phases.
 pub trait Hooks: Send + Sync {
     /// After every blob is in and the source confirmed whole, before the first manifest:
@@ -152,7 +137,7 @@ pub struct CopyReport {
     /// Whether manifests and tags were pushed (false when a hook stopped before them).
     #[serde(skip)]
     pub complete: bool,
-    /// Blobs uploaded to at least one repository.
+    /// Blobs and manifests uploaded to at least one repository.
     #[serde(skip)]
     pub pushed_digests: BTreeSet<Digest>,
     /// Blobs mounted and not uploaded anywhere.
@@ -208,21 +193,22 @@ pub async fn copy<S: Source, K: Sink, H: Hooks>(
         return Ok(report);
     }
     for level in manifest_levels(graph) {
-        let pushed: Vec<bool> = futures::stream::iter(level)
+        let pushed: Vec<(&Digest, bool)> = futures::stream::iter(level)
             .map(|node| async move {
                 let m = &node.manifest;
-                sink.push_manifest(m).await.map_err(at(
-                    Side::Destination,
-                    Op::PushManifest,
-                    Some(&m.digest),
-                ))
+                let d = Some(&m.digest);
+                sink.push_manifest(m)
+                    .await
+                    .map(|p| (&m.digest, p))
+                    .map_err(at(Side::Destination, Op::PushManifest, d))
             })
             .buffer_unordered(opts.concurrency.max(1))
             .try_collect()
             .await?;
-        for p in pushed {
+        for (d, p) in pushed {
             if p {
                 report.manifests_pushed += 1;
+                report.pushed_digests.insert(d.clone());
             } else {
                 report.manifests_present += 1;
             }

@@ -6,7 +6,7 @@
 //! written (bounded prefetch), each verified as it passes.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -29,6 +29,7 @@ use crate::oci::Descriptor;
 use crate::registry::Registries;
 use crate::store::registry::RegistrySource;
 use crate::store::writer::{ArchivePlan, ArchiveSink, FileState};
+pub use crate::store::writer::{partial_path, write_checksums};
 
 /// How to write the archive.
 pub struct ExportOptions {
@@ -521,7 +522,7 @@ pub async fn export(
         manifest_blobs,
         skips,
         options: write_options,
-        progress: Arc::clone(&progress),
+        progress: Arc::clone(&progress) as Arc<dyn Reporter>,
         prefetch: opts.prefetch,
         checksums: (dir, stem),
         wanted: fetch.iter().map(|(d, _)| d.clone()).collect(),
@@ -556,57 +557,4 @@ pub async fn export(
         manifest_digest,
         signers,
     })
-}
-
-/// Writes `NAME.B3SUMS` and `NAME.SHA256SUMS` (the formats `b3sum -c` and `sha256sum -c` read)
-/// listing each file by its bare name, so copies on media can be checked with stock tools.
-pub fn write_checksums(
-    dir: &Path,
-    stem: &str,
-    files: &[PathBuf],
-) -> Result<Vec<PathBuf>, TransferError> {
-    let io = |what: String| move |source| TransferError::Io { what, source };
-    let (mut b3, mut sha) = (String::new(), String::new());
-    for path in files {
-        let mut f = std::fs::File::open(path).map_err(io(format!("reading {}", path.display())))?;
-        let mut h3 = blake3::Hasher::new();
-        let mut h2 = crate::digest::Hasher::new(crate::digest::Algorithm::Sha256);
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f
-                .read(&mut buf)
-                .map_err(io(format!("reading {}", path.display())))?;
-            if n == 0 {
-                break;
-            }
-            h3.update(&buf[..n]);
-            h2.update(&buf[..n]);
-        }
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        b3.push_str(&format!("{}  {name}\n", h3.finalize().to_hex()));
-        sha.push_str(&format!("{}  {name}\n", h2.finish().hex()));
-    }
-    let mut out = Vec::new();
-    for (ext, text) in [("B3SUMS", b3), ("SHA256SUMS", sha)] {
-        let path = dir.join(format!("{stem}.{ext}"));
-        let partial = partial_path(&path);
-        let mut f = std::fs::File::create(&partial)
-            .map_err(io(format!("writing {}", partial.display())))?;
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(io(format!("writing {}", partial.display())))?;
-        std::fs::rename(&partial, &path).map_err(io(format!("renaming {}", partial.display())))?;
-        out.push(path);
-    }
-    Ok(out)
-}
-
-/// Where an export leaves its work in progress (for messages and cleanup checks).
-pub fn partial_path(output: &Path) -> PathBuf {
-    let mut s = output.as_os_str().to_owned();
-    s.push(".partial");
-    PathBuf::from(s)
 }

@@ -11,9 +11,9 @@
 pub mod copy;
 pub mod engine;
 pub mod export;
-pub mod graph;
+pub use crate::graph;
+pub use crate::store::place;
 pub mod import;
-pub mod place;
 pub mod progress;
 pub mod receipt;
 pub mod relocate;

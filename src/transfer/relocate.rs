@@ -9,28 +9,15 @@
 use bytes::Bytes;
 
 use super::TransferError;
-use super::graph::{Graph, Kind};
 use super::place::{Destination, Placement, imgpkg_tag};
 use crate::author::bundle::{SmallImage, locations_image, single_file_layer_tar, small_image};
+use crate::graph::{Graph, Kind};
+use crate::store::registry::ExtraImage;
 use std::collections::BTreeMap;
 
 use crate::author::lock::{BundleLock, ImageLocations, ImageRelocations, ImagesLock, LockedImage};
 use crate::digest::Digest;
 use crate::oci::{Descriptor, RawManifest, media_type};
-
-/// A small image made on the spot (imgpkg's locations image, airlift's relocations image),
-/// pushed by the registry sink at commit, before the tags.
-#[derive(Debug, Clone)]
-pub struct ExtraImage {
-    /// `registry/path` it goes to.
-    pub repo: String,
-    /// The tags it gets.
-    pub tags: Vec<String>,
-    /// Its manifest.
-    pub manifest: RawManifest,
-    /// Its config and layer bytes.
-    pub blobs: Vec<(Descriptor, Bytes)>,
-}
 
 /// The file inside airlift's relocations image.
 pub const RELOCATIONS_FILE: &str = "image-relocations.yml";

@@ -6,9 +6,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::TransferError;
-use super::graph::Graph;
+use super::StoreError;
 use crate::digest::Digest;
+use crate::graph::Graph;
 use crate::reference::Reference;
 
 /// Where the walk's content goes at the destination.
@@ -38,14 +38,14 @@ pub fn imgpkg_tag(d: &Digest) -> String {
     format!("{}.imgpkg", d.tag_form())
 }
 
-fn repo_ref(repo: &str, d: &Digest) -> Result<Reference, TransferError> {
+fn repo_ref(repo: &str, d: &Digest) -> Result<Reference, StoreError> {
     Reference::parse(&format!("{repo}@{d}"))
-        .map_err(|e| TransferError::Usage(format!("destination {repo}: {e}")))
+        .map_err(|e| StoreError::Usage(format!("destination {repo}: {e}")))
 }
 
 impl Placement {
     /// Computes where everything in `graph` goes for `dest`.
-    pub fn plan(graph: &Graph, dest: &Destination) -> Result<Placement, TransferError> {
+    pub fn plan(graph: &Graph, dest: &Destination) -> Result<Placement, StoreError> {
         let mut p = Placement::default();
         let repo_for = |source_repo: &Reference| -> String {
             match dest {
@@ -123,7 +123,7 @@ impl Placement {
         for img in &graph.locked {
             let source = known_as
                 .get(&img.digest)
-                .ok_or_else(|| TransferError::Graph(format!("{} missing", img.image)))?;
+                .ok_or_else(|| StoreError::Usage(format!("{} missing", img.image)))?;
             let repo = repo_for(source);
             p.tags
                 .push((repo.clone(), imgpkg_tag(&img.digest), img.digest.clone()));
@@ -136,7 +136,7 @@ impl Placement {
     }
 
     /// A digest reference for `d` in `repo`.
-    pub fn at(repo: &str, d: &Digest) -> Result<Reference, TransferError> {
+    pub fn at(repo: &str, d: &Digest) -> Result<Reference, StoreError> {
         repo_ref(repo, d)
     }
 }
