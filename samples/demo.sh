@@ -20,7 +20,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+show() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+step() { show "$@"; "$@"; }
+# A step whose output goes to a file: the redirect is part of what the operator types.
+step_into() { local out=$1; shift; show "$@" ">" "$out"; "$@" > "$out"; }
 
 free_port() {
   local p
@@ -87,12 +90,13 @@ step "$airlift" export -b "$internet/guestbook-bundle:1.0" -o guestbook-1.0.tar 
 
 echo; echo "== air-gapped side (the archive and release.pub travel; nothing else)"
 step "$airlift" verify guestbook-1.0.tar --trust release.pub
+show export AIRLIFT_REGISTRY_HOSTNAME="$internal" AIRLIFT_REGISTRY_USERNAME=operator "AIRLIFT_REGISTRY_PASSWORD=<the internal registry password>"
 export AIRLIFT_REGISTRY_HOSTNAME="$internal" AIRLIFT_REGISTRY_USERNAME=operator AIRLIFT_REGISTRY_PASSWORD="$password"
 step "$airlift" import guestbook-1.0.tar --to-repo "$internal/apps/guestbook" --trust release.pub \
   --registry-ca-cert-path tls/ca.crt --lock-output guestbook.lock.yml -q
 step cat guestbook.lock.yml
 step "$airlift" pull -b "$internal/apps/guestbook:1.0" -o deploy --registry-ca-cert-path tls/ca.crt
-step "$airlift" rewrite -f deploy/config -f deploy/.imgpkg/images.yml > final.yaml
+step_into final.yaml "$airlift" rewrite -f deploy/config -f deploy/.imgpkg/images.yml
 echo; echo "images in the YAML to apply inside the air gap:"
 grep -E '^\s*(- )?image:' final.yaml | sed 's/^ */  /'
 if grep -E '^\s*(- )?image:' final.yaml | grep -v "$internal/apps/guestbook@sha256:" > /dev/null; then

@@ -299,6 +299,11 @@ pub struct Relocation {
 /// apiVersion of airlift's own lock-like documents.
 pub const AIRLIFT_API_VERSION: &str = "airlift.dev/v1alpha1";
 
+/// The file inside airlift's relocations image (the one layer holding an [`ImageRelocations`]).
+pub const RELOCATIONS_FILE: &str = "image-relocations.yml";
+/// Tag suffix of airlift's relocations image, after the bundle's `sha256-<hex>` tag form.
+pub const RELOCATIONS_TAG_SUFFIX: &str = ".image-relocations.airlift";
+
 impl ImageRelocations {
     /// A document for `images` (lock reference, new digest reference), sorted and deduplicated.
     pub fn new(images: impl IntoIterator<Item = (String, String)>) -> Self {

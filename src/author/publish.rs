@@ -16,7 +16,9 @@ use futures::StreamExt;
 use super::bundle::{self, IMAGES_LOCK_FILE, IMGPKG_DIR, LayerInfo};
 use super::extract::{self, ExtractLimits};
 use super::kbld::{self, ResolvedImage};
-use super::lock::{ImageRelocations, ImagesLock, digest_reference};
+use super::lock::{
+    ImageRelocations, ImagesLock, RELOCATIONS_FILE, RELOCATIONS_TAG_SUFFIX, digest_reference,
+};
 use super::scan::{refs_in, yaml_files};
 use super::{AuthorError, io_err};
 use crate::digest::Digest;
@@ -508,7 +510,7 @@ async fn relocations_for(
     let at = bundle.with_tag(&format!(
         "{}{}",
         bundle_digest.tag_form(),
-        crate::transfer::relocate::RELOCATIONS_TAG_SUFFIX
+        RELOCATIONS_TAG_SUFFIX
     ));
     if !client.manifest_exists(&at).await? {
         return Ok(None);
@@ -523,7 +525,7 @@ async fn relocations_for(
     let gz = client
         .read_small_blob(&at.with_digest(&m.digest), layer, MAX_CONFIG_BYTES)
         .await?;
-    let name = crate::transfer::relocate::RELOCATIONS_FILE;
+    let name = RELOCATIONS_FILE;
     let bytes = extract::file_from_gzip_layer(&gz, name, MAX_CONFIG_BYTES)
         .map_err(|e| refused(format!("{at}: {e}")))?;
     let text =

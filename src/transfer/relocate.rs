@@ -19,10 +19,7 @@ use crate::author::lock::{BundleLock, ImageLocations, ImageRelocations, ImagesLo
 use crate::digest::Digest;
 use crate::oci::{Descriptor, RawManifest, media_type};
 
-/// The file inside airlift's relocations image.
-pub const RELOCATIONS_FILE: &str = "image-relocations.yml";
-/// Tag suffix of airlift's relocations image.
-pub const RELOCATIONS_TAG_SUFFIX: &str = ".image-relocations.airlift";
+pub use crate::author::lock::{RELOCATIONS_FILE, RELOCATIONS_TAG_SUFFIX};
 /// Tag suffix of imgpkg's locations image.
 pub const LOCATIONS_TAG_SUFFIX: &str = ".image-locations.imgpkg";
 
