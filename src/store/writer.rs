@@ -16,14 +16,20 @@ use bytes::Bytes;
 
 use super::Reporter;
 use super::{ByteStream, Pushed, Sink, StoreError};
-use crate::archive::manifest::{Manifest, Role};
-use crate::archive::writer::{ArchiveWriter, ScanResult, WriteOptions, commit_rename};
+use crate::archive::manifest::{
+    self as am, BlobTableBuilder, IndexEntry, Manifest, Role, RootKind,
+};
+use crate::archive::reader::ArchiveReader;
+use crate::archive::writer::{
+    ArchiveWriter, ScanResult, WriteOptions, commit_rename, leading_bytes, scan_existing,
+};
 use crate::digest::Digest;
+use crate::graph::{Graph, Kind};
 use crate::oci::{Descriptor, RawManifest};
 use crate::reference::Reference;
 
 /// What an interrupted run left of one file.
-pub enum FileState {
+enum FileState {
     /// Nothing usable: write it from the start.
     Fresh,
     /// Verified entries to keep, then continue.
@@ -34,12 +40,10 @@ pub enum FileState {
     DonePartial,
 }
 
-/// Everything the writer needs, planned before the first byte.
-pub struct ArchivePlan {
+/// What to write: the whole archive, planned before the first byte.
+pub struct ArchiveLayout {
     /// Each file (one, or every volume) and its volume number.
     pub files: Vec<(PathBuf, Option<u32>)>,
-    /// What an interrupted run left of each file.
-    pub states: Vec<FileState>,
     /// The airlift manifest.
     pub manifest: Arc<Manifest>,
     /// Its canonical bytes (what the signatures cover).
@@ -50,18 +54,138 @@ pub struct ArchivePlan {
     pub index_json: Vec<u8>,
     /// The manifest and index blobs (written from memory).
     pub manifest_blobs: HashMap<Digest, Bytes>,
-    /// Leading bytes of a blob already written (parts kept from an interrupted run).
-    pub skips: HashMap<Digest, u64>,
     /// zstd, mtime.
     pub options: WriteOptions,
+    /// Keep the verified entries an interrupted run left and write only the rest.
+    pub resume: bool,
     /// Where the writer reports bytes and blobs.
     pub progress: Arc<dyn Reporter>,
     /// Blob streams opened ahead of the one being written.
     pub prefetch: usize,
     /// `(directory, NAME)` for `NAME.B3SUMS` and `NAME.SHA256SUMS`.
     pub checksums: (PathBuf, String),
+}
+
+/// The layout and what an interrupted run left of it.
+struct ArchivePlan {
+    layout: ArchiveLayout,
+    /// What an interrupted run left of each file.
+    states: Vec<FileState>,
+    /// Leading bytes of a blob already written (parts kept from an interrupted run).
+    skips: HashMap<Digest, u64>,
     /// The configs and layers still to write, in writing order.
-    pub wanted: Vec<Digest>,
+    wanted: Vec<Digest>,
+}
+
+/// Builds the airlift manifest and `index.json` for a graph.
+pub fn build_manifest(graph: &Graph, created: u64) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
+    let (manifest, index_json) = build_manifest_model(graph, created)?;
+    let bytes = manifest.to_canonical_bytes().map_err(StoreError::from)?;
+    Ok((bytes, index_json))
+}
+
+/// The airlift manifest model (before volume planning and base marking) and `index.json`.
+pub fn build_manifest_model(
+    graph: &Graph,
+    created: u64,
+) -> Result<(Manifest, Vec<u8>), StoreError> {
+    let err = StoreError::from;
+    let mut entries = Vec::new();
+    for root in &graph.roots {
+        if let Some(node) = graph.manifests.get(&root.digest) {
+            entries.push(IndexEntry {
+                descriptor: node.manifest.descriptor(),
+                ref_name: root.reference.original().to_owned(),
+            });
+        }
+    }
+    for img in &graph.locked {
+        if let Some(node) = graph.manifests.get(&img.digest) {
+            entries.push(IndexEntry {
+                descriptor: node.manifest.descriptor(),
+                ref_name: img.image.clone(),
+            });
+        }
+    }
+    let index_json = am::oci_index_json(&entries).map_err(err)?;
+    let mut manifest = Manifest::new(
+        created,
+        format!("airlift {}", env!("CARGO_PKG_VERSION")),
+        &index_json,
+    );
+    manifest.roots = graph
+        .roots
+        .iter()
+        .map(|r| am::Root {
+            kind: match r.kind {
+                Kind::Bundle => RootKind::Bundle,
+                Kind::Image => RootKind::Image,
+            },
+            reference: r.reference.original().to_owned(),
+            tag: r.reference.tag().map(str::to_owned),
+            digest: r.digest.clone(),
+            media_type: r.media_type.clone(),
+        })
+        .collect();
+    let mut bundles: Vec<am::BundleLock> = graph
+        .bundle_locks
+        .iter()
+        .map(|b| am::BundleLock {
+            digest: b.bundle.clone(),
+            images: b
+                .entries
+                .iter()
+                .map(|(image, annotations)| am::LockedImage {
+                    image: image.clone(),
+                    annotations: annotations.clone(),
+                    bundle: graph.locked.iter().any(|l| {
+                        l.locked_by == b.bundle && &l.image == image && l.kind == Kind::Bundle
+                    }),
+                })
+                .collect(),
+        })
+        .collect();
+    bundles.sort_by(|a, b| a.digest.cmp(&b.digest));
+    bundles.dedup_by(|a, b| a.digest == b.digest);
+    manifest.bundles = bundles;
+    let mut table = BlobTableBuilder::new();
+    for node in graph.manifests.values() {
+        table.add_manifest(&node.manifest).map_err(err)?;
+    }
+    manifest.blobs = table.finish();
+    Ok((manifest, index_json))
+}
+
+/// `(directory, NAME)` for an output `DIR/NAME.tar` (or `.tar.zst`, or any other name).
+pub fn split_output(output: &Path) -> (PathBuf, String) {
+    let dir = output
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "archive".into());
+    let stem = name
+        .strip_suffix(".tar.zst")
+        .or_else(|| name.strip_suffix(".tar"))
+        .unwrap_or(&name)
+        .to_owned();
+    (dir, stem)
+}
+
+/// `DIR/NAME.NNN.tar`: volume `n` of `count` (at least three digits, more for > 999 volumes).
+pub fn volume_path(dir: &Path, stem: &str, n: u32, count: u32) -> PathBuf {
+    let width = count.to_string().len().max(3);
+    dir.join(format!("{stem}.{n:0width$}.tar"))
+}
+
+/// The manifest of whatever an interrupted run left (finished or partial first volume).
+pub(crate) fn previous_manifest(first: &Path) -> Option<Manifest> {
+    [first.to_path_buf(), partial_path(first)]
+        .iter()
+        .find_map(|p| ArchiveReader::open(p).ok())
+        .map(|r| r.header().manifest.clone())
 }
 
 /// A blob stream handed to the writer thread, named by its digest.
@@ -76,16 +200,117 @@ pub struct ArchiveSink {
     files: Vec<PathBuf>,
     checksums: (PathBuf, String),
     written: Mutex<Vec<PathBuf>>,
+    resumed_entries: usize,
 }
 
 impl ArchiveSink {
-    /// Starts the writer thread on `plan`.
-    pub fn start(plan: ArchivePlan) -> ArchiveSink {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Fetched>(plan.prefetch.max(1));
+    /// Plans the files (keeping, with `resume`, the entries of an interrupted run that
+    /// re-hash to the plan) and starts the writer thread.
+    pub async fn open(layout: ArchiveLayout) -> Result<ArchiveSink, StoreError> {
+        let created = layout.options.mtime;
+        let (files, manifest) = (layout.files.clone(), Arc::clone(&layout.manifest));
+        // What interrupted runs left: verified entries are kept, anything else is refused or redone.
+        let states: Vec<FileState> = {
+            let (files, manifest, manifest_bytes, signatures, index_json) = (
+                files.clone(),
+                Arc::clone(&manifest),
+                layout.manifest_bytes.clone(),
+                layout.signatures.clone(),
+                layout.index_json.clone(),
+            );
+            let resume = layout.resume;
+            tokio::task::spawn_blocking(move || -> Result<Vec<FileState>, StoreError> {
+                let mut out = Vec::new();
+                for (path, vol) in &files {
+                    if !resume {
+                        out.push(FileState::Fresh);
+                        continue;
+                    }
+                    let lead = leading_bytes(&manifest_bytes, &signatures, &index_json, *vol, created)
+                        .map_err(StoreError::from)?;
+                    let entries = manifest.entries_for(*vol);
+                    let refuse = |e: crate::archive::ArchiveError| {
+                        StoreError::Usage(format!(
+                            "cannot resume: {e}; remove the old files or export without --resume"
+                        ))
+                    };
+                    let partial = partial_path(path);
+                    if path.exists() {
+                        let scan = scan_existing(path, &lead, &entries, created).map_err(refuse)?;
+                        if !scan.complete {
+                            return Err(StoreError::Usage(format!(
+                                "cannot resume: {} exists but is not the complete file planned; remove it",
+                                path.display()
+                            )));
+                        }
+                        out.push(FileState::Done);
+                    } else if partial.exists() {
+                        let scan = scan_existing(&partial, &lead, &entries, created).map_err(refuse)?;
+                        out.push(if scan.complete {
+                            FileState::DonePartial
+                        } else if scan.offset == 0 {
+                            FileState::Fresh
+                        } else {
+                            FileState::Resume(scan)
+                        });
+                    } else {
+                        out.push(FileState::Fresh);
+                    }
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(|e| StoreError::from(e))??
+        };
+
+        // Which blobs must be fetched, in writing order, and how many leading bytes of each are
+        // already written (parts of a split blob kept from an interrupted run).
+        let mut fetch: Vec<(Digest, u64)> = Vec::new();
+        let mut seen: HashSet<Digest> = HashSet::new();
+        let mut resumed_entries = 0usize;
+        for ((_, vol), state) in files.iter().zip(&states) {
+            let entries = manifest.entries_for(*vol);
+            let start = match state {
+                FileState::Done | FileState::DonePartial => {
+                    resumed_entries += entries.len();
+                    continue;
+                }
+                FileState::Fresh => 0,
+                FileState::Resume(s) => {
+                    resumed_entries += s.kept;
+                    s.kept
+                }
+            };
+            for e in &entries[start..] {
+                if matches!(e.role, Role::Manifest | Role::Index) || !seen.insert(e.blob.clone()) {
+                    continue;
+                }
+                let skip = match (e.part, manifest.blob(&e.blob)) {
+                    (Some((n, _)), Some(b)) => {
+                        b.parts.iter().take(n as usize - 1).map(|p| p.size).sum()
+                    }
+                    _ => 0,
+                };
+                fetch.push((e.blob.clone(), skip));
+            }
+        }
+        let skips: HashMap<Digest, u64> = fetch.iter().cloned().collect();
+
+        let plan = ArchivePlan {
+            layout,
+            states,
+            skips,
+            wanted: fetch.into_iter().map(|(d, _)| d).collect(),
+        };
+        Ok(Self::start(plan, resumed_entries))
+    }
+
+    fn start(plan: ArchivePlan, resumed_entries: usize) -> ArchiveSink {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Fetched>(plan.layout.prefetch.max(1));
         let order = plan.wanted.clone();
         let wanted = plan.wanted.iter().cloned().collect();
-        let files = plan.files.iter().map(|(p, _)| p.clone()).collect();
-        let checksums = plan.checksums.clone();
+        let files = plan.layout.files.iter().map(|(p, _)| p.clone()).collect();
+        let checksums = plan.layout.checksums.clone();
         let writer = tokio::task::spawn_blocking(move || write_all(plan, &rx));
         ArchiveSink {
             order,
@@ -95,7 +320,13 @@ impl ArchiveSink {
             files,
             checksums,
             written: Mutex::new(Vec::new()),
+            resumed_entries,
         }
+    }
+
+    /// Entries found whole in the files of an interrupted run and kept.
+    pub fn resumed_entries(&self) -> usize {
+        self.resumed_entries
     }
 
     /// The checksum files written at commit.
@@ -119,7 +350,7 @@ impl ArchiveSink {
 /// complete, and a failed run removes the volumes it finished (a killed run leaves them for
 /// `--resume`).
 fn write_all(plan: ArchivePlan, rx: &std::sync::mpsc::Receiver<Fetched>) -> Result<(), StoreError> {
-    let is_set = plan.manifest.volume.is_some();
+    let is_set = plan.layout.manifest.volume.is_some();
     let mut finished: Vec<PathBuf> = Vec::new();
     let result = write_files(&plan, rx, is_set, &mut finished);
     if result.is_err() {
@@ -129,7 +360,7 @@ fn write_all(plan: ArchivePlan, rx: &std::sync::mpsc::Receiver<Fetched>) -> Resu
         return result;
     }
     if is_set {
-        for (path, _) in &plan.files {
+        for (path, _) in &plan.layout.files {
             let partial = partial_path(path);
             if partial.exists() {
                 commit_rename(&partial, path).map_err(|source| StoreError::Io {
@@ -240,15 +471,16 @@ fn write_files(
     is_set: bool,
     finished: &mut Vec<PathBuf>,
 ) -> Result<(), StoreError> {
+    let l = &plan.layout;
     let (writer_files, writer_manifest, writer_bytes) =
-        (&plan.files, &*plan.manifest, &plan.manifest_bytes[..]);
+        (&l.files, &*l.manifest, &l.manifest_bytes[..]);
     let (signatures, index_json, manifest_blobs, skips) = (
-        &plan.signatures[..],
-        &plan.index_json[..],
-        &plan.manifest_blobs,
+        &l.signatures[..],
+        &l.index_json[..],
+        &l.manifest_blobs,
         &plan.skips,
     );
-    let (write_options, writer_progress) = (plan.options, &*plan.progress);
+    let (write_options, writer_progress) = (l.options, &*l.progress);
     let wrap = |what: String| {
         move |e: crate::archive::ArchiveError| StoreError::Refused(format!("{what}: {e}"))
     };

@@ -5,31 +5,31 @@
 //! blobs follow in the manifest's order, each downloaded while earlier ones are
 //! written (bounded prefetch), each verified as it passes.
 
-use std::collections::{HashMap, HashSet};
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
 
 use super::TransferError;
+pub use super::delta::Base;
 use super::engine::{self, CopyOptions, NoHooks, Reporter, Silent};
-use super::graph::{Graph, Kind};
 use super::progress::{Progress, ProgressMode};
-use crate::archive::manifest::BaseRef;
-use crate::archive::manifest::{
-    self as am, BlobTableBuilder, IndexEntry, Manifest, Role, RootKind,
-};
+use crate::archive::manifest::Role;
 use crate::archive::plan::{plan_volumes, set_part_digests};
-use crate::archive::reader::ArchiveReader;
-use crate::archive::writer::{WriteOptions, leading_bytes, scan_existing, sign_manifest};
-use crate::digest::{Digest, VerifyingReader};
+use crate::archive::writer::{WriteOptions, sign_manifest};
+use crate::digest::{Digest, Hasher};
+use crate::graph::Graph;
 use crate::keys::SigningKey;
 use crate::oci::Descriptor;
 use crate::registry::Registries;
 use crate::store::registry::RegistrySource;
-use crate::store::writer::{ArchivePlan, ArchiveSink, FileState};
-pub use crate::store::writer::{partial_path, write_checksums};
+use crate::store::writer::{ArchiveLayout, ArchiveSink, previous_manifest};
+pub use crate::store::writer::{
+    build_manifest, build_manifest_model, partial_path, split_output, volume_path, write_checksums,
+};
+use crate::store::{Source, StoreError};
 
 /// How to write the archive.
 pub struct ExportOptions {
@@ -83,240 +83,32 @@ pub struct ExportSummary {
     pub signers: Vec<String>,
 }
 
-/// Builds the airlift manifest and `index.json` for a graph.
-pub fn build_manifest(graph: &Graph, created: u64) -> Result<(Vec<u8>, Vec<u8>), TransferError> {
-    let (manifest, index_json) = build_manifest_model(graph, created)?;
-    let bytes = manifest
-        .to_canonical_bytes()
-        .map_err(|e| TransferError::Other(e.to_string()))?;
-    Ok((bytes, index_json))
-}
-
-/// The airlift manifest model (before volume planning and base marking) and `index.json`.
-pub fn build_manifest_model(
-    graph: &Graph,
-    created: u64,
-) -> Result<(Manifest, Vec<u8>), TransferError> {
-    let err = |e: crate::archive::ArchiveError| TransferError::Other(e.to_string());
-    let mut entries = Vec::new();
-    for root in &graph.roots {
-        if let Some(node) = graph.manifests.get(&root.digest) {
-            entries.push(IndexEntry {
-                descriptor: node.manifest.descriptor(),
-                ref_name: root.reference.original().to_owned(),
-            });
-        }
-    }
-    for img in &graph.locked {
-        if let Some(node) = graph.manifests.get(&img.digest) {
-            entries.push(IndexEntry {
-                descriptor: node.manifest.descriptor(),
-                ref_name: img.image.clone(),
-            });
-        }
-    }
-    let index_json = am::oci_index_json(&entries).map_err(err)?;
-    let mut manifest = Manifest::new(
-        created,
-        format!("airlift {}", env!("CARGO_PKG_VERSION")),
-        &index_json,
-    );
-    manifest.roots = graph
-        .roots
-        .iter()
-        .map(|r| am::Root {
-            kind: match r.kind {
-                Kind::Bundle => RootKind::Bundle,
-                Kind::Image => RootKind::Image,
-            },
-            reference: r.reference.original().to_owned(),
-            tag: r.reference.tag().map(str::to_owned),
-            digest: r.digest.clone(),
-            media_type: r.media_type.clone(),
-        })
-        .collect();
-    let mut bundles: Vec<am::BundleLock> = graph
-        .bundle_locks
-        .iter()
-        .map(|b| am::BundleLock {
-            digest: b.bundle.clone(),
-            images: b
-                .entries
-                .iter()
-                .map(|(image, annotations)| am::LockedImage {
-                    image: image.clone(),
-                    annotations: annotations.clone(),
-                    bundle: graph.locked.iter().any(|l| {
-                        l.locked_by == b.bundle && &l.image == image && l.kind == Kind::Bundle
-                    }),
-                })
-                .collect(),
-        })
-        .collect();
-    bundles.sort_by(|a, b| a.digest.cmp(&b.digest));
-    bundles.dedup_by(|a, b| a.digest == b.digest);
-    manifest.bundles = bundles;
-    let mut table = BlobTableBuilder::new();
-    for node in graph.manifests.values() {
-        table.add_manifest(&node.manifest).map_err(err)?;
-    }
-    manifest.blobs = table.finish();
-    Ok((manifest, index_json))
-}
-
-/// What a delta export leaves out: the blobs an earlier archive (or import) delivered.
-#[derive(Debug, Clone)]
-pub struct Base {
-    /// The base's identity, recorded in the delta's manifest.
-    pub reference: BaseRef,
-    /// Blobs the destination holds thanks to the base.
-    pub blobs: HashSet<Digest>,
-}
-
-impl Base {
-    /// Reads a base: an archive (any one of its volumes), its `airlift/manifest.json`, or an
-    /// import receipt (`format-spec/receipt-v1.md`).
-    pub fn load(path: &Path) -> Result<Base, TransferError> {
-        let file = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let bad = |m: String| TransferError::Usage(format!("--since {}: {m}", path.display()));
-        if let Ok(reader) = ArchiveReader::open(path) {
-            let h = reader.header();
-            return Ok(Base::of_manifest(&h.manifest, &h.manifest_bytes, file));
-        }
-        let len = std::fs::metadata(path)
-            .map_err(|e| bad(e.to_string()))?
-            .len();
-        if len > crate::archive::MAX_MANIFEST {
-            return Err(bad("not an airlift archive, manifest or receipt".into()));
-        }
-        let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|_| bad("not an airlift archive, manifest or receipt".into()))?;
-        match value.get("format").and_then(|f| f.as_str()) {
-            Some(am::FORMAT_NAME) => {
-                let m = Manifest::parse(&bytes).map_err(|e| bad(e.to_string()))?;
-                Ok(Base::of_manifest(&m.manifest, &bytes, file))
-            }
-            Some(super::receipt::RECEIPT_FORMAT) => {
-                let text =
-                    |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_owned);
-                let archive = value.get("archive");
-                let manifest_digest: Digest = text(archive.and_then(|a| a.get("manifestDigest")))
-                    .and_then(|t| t.parse().ok())
-                    .ok_or_else(|| bad("receipt without archive.manifestDigest".into()))?;
-                let created = text(archive.and_then(|a| a.get("created"))).unwrap_or_default();
-                let mut blobs = HashSet::new();
-                for b in value
-                    .get("blobs")
-                    .and_then(|b| b.as_array())
-                    .into_iter()
-                    .flatten()
-                {
-                    let d: Digest = text(b.get("digest"))
-                        .and_then(|t| t.parse().ok())
-                        .ok_or_else(|| bad("receipt blob without a valid digest".into()))?;
-                    blobs.insert(d);
-                }
-                Ok(Base {
-                    reference: BaseRef {
-                        manifest_digest,
-                        created,
-                        file,
-                    },
-                    blobs,
-                })
-            }
-            _ => Err(bad("not an airlift archive, manifest or receipt".into())),
-        }
-    }
-
-    fn of_manifest(m: &Manifest, bytes: &[u8], file: String) -> Base {
-        Base {
-            reference: BaseRef {
-                manifest_digest: Digest::sha256_of(bytes),
-                created: m.created.clone(),
-                file,
-            },
-            // Its base blobs count too: importing it required them at the destination.
-            blobs: m.blobs.iter().map(|b| b.digest.clone()).collect(),
-        }
-    }
-}
-
-/// `(directory, NAME)` for an output `DIR/NAME.tar` (or `.tar.zst`, or any other name).
-pub fn split_output(output: &Path) -> (PathBuf, String) {
-    let dir = output
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "archive".into());
-    let stem = name
-        .strip_suffix(".tar.zst")
-        .or_else(|| name.strip_suffix(".tar"))
-        .unwrap_or(&name)
-        .to_owned();
-    (dir, stem)
-}
-
-/// `DIR/NAME.NNN.tar`: volume `n` of `count` (at least three digits, more for > 999 volumes).
-pub fn volume_path(dir: &Path, stem: &str, n: u32, count: u32) -> PathBuf {
-    let width = count.to_string().len().max(3);
-    dir.join(format!("{stem}.{n:0width$}.tar"))
-}
-
-/// The manifest of whatever an interrupted run left (finished or partial first volume).
-fn previous_manifest(first: &Path) -> Option<Manifest> {
-    [first.to_path_buf(), partial_path(first)]
-        .iter()
-        .find_map(|p| ArchiveReader::open(p).ok())
-        .map(|r| r.header().manifest.clone())
-}
-
 /// Hashes each part of a blob that will be split, fetching it once (the signed manifest
 /// lists part digests, so they are needed before the first byte is written).
 async fn hash_parts(
-    registries: &Registries,
-    graph: &Graph,
-    digest: &Digest,
+    source: &RegistrySource<'_>,
+    desc: &Descriptor,
     sizes: Vec<u64>,
 ) -> Result<Vec<Digest>, TransferError> {
-    let node = graph
-        .blobs
-        .get(digest)
-        .ok_or_else(|| TransferError::Graph(format!("blob {digest} missing from the graph")))?;
-    let client = registries.client(node.repo.registry()).await?;
-    let reader = client
-        .get_blob(&node.repo, &node.desc)
-        .into_blocking_reader();
-    let (d, size) = (digest.clone(), node.desc.size);
-    tokio::task::spawn_blocking(move || -> Result<Vec<Digest>, TransferError> {
-        let io = |e: std::io::Error| TransferError::Other(format!("reading blob {d}: {e}"));
-        let mut whole = VerifyingReader::new(reader, d.clone(), Some(size));
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        for s in sizes {
-            let mut h = crate::digest::Hasher::new(d.algorithm());
-            let mut left = s;
-            while left > 0 {
-                let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
-                whole.read_exact(&mut buf[..want]).map_err(io)?;
-                h.update(&buf[..want]);
-                left -= want as u64;
+    let mut stream = source.fetch(desc).await?;
+    let mut sizes = sizes.into_iter();
+    let (mut left, mut out) = (sizes.next(), Vec::new());
+    let mut h = Hasher::new(desc.digest.algorithm());
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(StoreError::io(format!("reading blob {}", desc.digest)))?;
+        let mut rest = &chunk[..];
+        while let (Some(l), false) = (left, rest.is_empty()) {
+            let n = usize::try_from(l).unwrap_or(usize::MAX).min(rest.len());
+            h.update(&rest[..n]);
+            rest = &rest[n..];
+            left = Some(l - n as u64);
+            if left == Some(0) {
+                out.push(std::mem::replace(&mut h, Hasher::new(desc.digest.algorithm())).finish());
+                left = sizes.next();
             }
-            out.push(h.finish());
         }
-        let mut rest = Vec::new();
-        whole.read_to_end(&mut rest).map_err(io)?;
-        Ok(out)
-    })
-    .await
-    .map_err(|e| TransferError::Other(e.to_string()))?
+    }
+    Ok(out)
 }
 
 /// Writes `graph` to an archive (one file or a volume set), streaming configs and layers from
@@ -385,7 +177,14 @@ pub async fn export(
                 .map(|b| b.parts.iter().map(|p| p.digest.clone()).collect());
             let digests = match known {
                 Some(v) => v,
-                None => hash_parts(registries, graph, &d, sizes).await?,
+                None => {
+                    let desc = &graph
+                        .blobs
+                        .get(&d)
+                        .ok_or_else(|| StoreError::NotFound(d.clone()))?
+                        .desc;
+                    hash_parts(&RegistrySource::new(registries, graph), desc, sizes).await?
+                }
             };
             set_part_digests(&mut manifest, &d, digests).map_err(other)?;
         }
@@ -402,92 +201,6 @@ pub async fn export(
     };
     let manifest = Arc::new(manifest);
 
-    // What interrupted runs left: verified entries are kept, anything else is refused or redone.
-    let states: Vec<FileState> = {
-        let (files, manifest, manifest_bytes, signatures, index_json) = (
-            files.clone(),
-            Arc::clone(&manifest),
-            manifest_bytes.clone(),
-            signatures.clone(),
-            index_json.clone(),
-        );
-        let resume = opts.resume;
-        tokio::task::spawn_blocking(move || -> Result<Vec<FileState>, TransferError> {
-            let mut out = Vec::new();
-            for (path, vol) in &files {
-                if !resume {
-                    out.push(FileState::Fresh);
-                    continue;
-                }
-                let lead = leading_bytes(&manifest_bytes, &signatures, &index_json, *vol, created)
-                    .map_err(other)?;
-                let entries = manifest.entries_for(*vol);
-                let refuse = |e: crate::archive::ArchiveError| {
-                    TransferError::Usage(format!(
-                        "cannot resume: {e}; remove the old files or export without --resume"
-                    ))
-                };
-                let partial = partial_path(path);
-                if path.exists() {
-                    let scan = scan_existing(path, &lead, &entries, created).map_err(refuse)?;
-                    if !scan.complete {
-                        return Err(TransferError::Usage(format!(
-                            "cannot resume: {} exists but is not the complete file planned; remove it",
-                            path.display()
-                        )));
-                    }
-                    out.push(FileState::Done);
-                } else if partial.exists() {
-                    let scan = scan_existing(&partial, &lead, &entries, created).map_err(refuse)?;
-                    out.push(if scan.complete {
-                        FileState::DonePartial
-                    } else if scan.offset == 0 {
-                        FileState::Fresh
-                    } else {
-                        FileState::Resume(scan)
-                    });
-                } else {
-                    out.push(FileState::Fresh);
-                }
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| TransferError::Other(e.to_string()))??
-    };
-
-    // Which blobs must be fetched, in writing order, and how many leading bytes of each are
-    // already written (parts of a split blob kept from an interrupted run).
-    let mut fetch: Vec<(Digest, u64)> = Vec::new();
-    let mut seen: HashSet<Digest> = HashSet::new();
-    let mut resumed_entries = 0usize;
-    for ((_, vol), state) in files.iter().zip(&states) {
-        let entries = manifest.entries_for(*vol);
-        let start = match state {
-            FileState::Done | FileState::DonePartial => {
-                resumed_entries += entries.len();
-                continue;
-            }
-            FileState::Fresh => 0,
-            FileState::Resume(s) => {
-                resumed_entries += s.kept;
-                s.kept
-            }
-        };
-        for e in &entries[start..] {
-            if matches!(e.role, Role::Manifest | Role::Index) || !seen.insert(e.blob.clone()) {
-                continue;
-            }
-            let skip = match (e.part, manifest.blob(&e.blob)) {
-                (Some((n, _)), Some(b)) => {
-                    b.parts.iter().take(n as usize - 1).map(|p| p.size).sum()
-                }
-                _ => 0,
-            };
-            fetch.push((e.blob.clone(), skip));
-        }
-    }
-    let skips: HashMap<Digest, u64> = fetch.iter().cloned().collect();
     let order: Vec<(Digest, u64, Role)> = manifest
         .blob_order()
         .into_iter()
@@ -512,21 +225,21 @@ pub async fn export(
         mtime: created,
     };
     let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
-    let sink = ArchiveSink::start(ArchivePlan {
+    let sink = ArchiveSink::open(ArchiveLayout {
         files,
-        states,
         manifest: Arc::clone(&manifest),
         manifest_bytes: manifest_bytes.clone(),
         signatures,
         index_json,
         manifest_blobs,
-        skips,
         options: write_options,
+        resume: opts.resume,
         progress: Arc::clone(&progress) as Arc<dyn Reporter>,
         prefetch: opts.prefetch,
         checksums: (dir, stem),
-        wanted: fetch.iter().map(|(d, _)| d.clone()).collect(),
-    });
+    })
+    .await?;
+    let resumed_entries = sink.resumed_entries();
     // The writer hashes every byte and aborts on a mismatch, so downloads check only length.
     let source = RegistrySource::new(registries, graph).length_checked();
     let blobs: Vec<Descriptor> = graph.blobs.values().map(|b| b.desc.clone()).collect();

@@ -9,6 +9,7 @@
 //! - [`receipt`] records what an import put where, signed, for audits and delta exports.
 
 pub mod copy;
+pub mod delta;
 pub mod engine;
 pub mod export;
 pub use crate::graph;
@@ -17,6 +18,7 @@ pub mod import;
 pub mod progress;
 pub mod receipt;
 pub mod relocate;
+pub mod volumes;
 pub mod walk;
 
 use crate::registry::RegistryError;
