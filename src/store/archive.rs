@@ -434,7 +434,7 @@ pub async fn open_archives(paths: &[PathBuf], trust: &Trust) -> Result<ArchiveSt
         ArchiveReader::open(&p).map(|r| r.header().manifest.volume.is_some())
     })
     .await
-    .map_err(|e| StoreError::from(e))?
+    .map_err(StoreError::from)?
     .map_err(archive_err(first))?;
     if !is_set {
         if paths.len() > 1 {
@@ -584,8 +584,7 @@ async fn open_volume_set(paths: &[PathBuf], trust: &Trust) -> Result<ArchiveStor
             VolumeSource { complete, partial },
         ))
     });
-    let (header, blobs, signers, volumes, source) =
-        blocking.await.map_err(|e| StoreError::from(e))??;
+    let (header, blobs, signers, volumes, source) = blocking.await.map_err(StoreError::from)??;
     let path = volumes.first().map(|(p, _)| p.clone()).unwrap_or_default();
     let graph = checked_graph(&path, &header, &blobs)?;
     Ok(ArchiveStore {
@@ -610,7 +609,7 @@ pub async fn open_archive(path: &Path, trust: &Trust) -> Result<ArchiveStore, St
             Ok((reader, blobs, signers))
         })
         .await
-        .map_err(|e| StoreError::from(e))??;
+        .map_err(StoreError::from)??;
     let header = reader.header().clone();
     let graph = checked_graph(path, &header, &blobs)?;
     let kind = if header.compressed {
@@ -629,7 +628,7 @@ pub async fn open_archive(path: &Path, trust: &Trust) -> Result<ArchiveStore, St
         let (p, h) = (path.to_path_buf(), header.clone());
         let index = tokio::task::spawn_blocking(move || BlobIndex::build_with(&p, &h))
             .await
-            .map_err(|e| StoreError::from(e))?
+            .map_err(StoreError::from)?
             .map_err(archive_err(path))?;
         ArchiveSource::Indexed(Arc::new(index))
     };

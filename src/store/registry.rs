@@ -240,58 +240,46 @@ impl Sink for RegistrySink<'_> {
                 client.put_manifest(&dest, &extra.manifest).await?;
             }
         }
-        let graph_tags = self
-            .placement
-            .tags
-            .iter()
-            .map(|(repo, tag, d)| (repo.clone(), tag.clone(), TagTarget::Graph(d.clone())));
-        let extra_tags = self.extras.iter().flat_map(|e| {
-            e.tags.iter().map(|t| {
-                (
-                    e.repo.clone(),
-                    t.clone(),
-                    TagTarget::Extra(e.manifest.clone()),
-                )
-            })
-        });
-        let jobs: Vec<_> = graph_tags.chain(extra_tags).collect();
+        let mut jobs: Vec<(String, String, RawManifest)> = Vec::new();
+        for (repo, tag, d) in &self.placement.tags {
+            let m = self
+                .manifests
+                .get(d)
+                .ok_or_else(|| StoreError::NotFound(d.clone()))?;
+            jobs.push((repo.clone(), tag.clone(), m.clone()));
+        }
+        for e in &self.extras {
+            jobs.extend(
+                e.tags
+                    .iter()
+                    .map(|t| (e.repo.clone(), t.clone(), e.manifest.clone())),
+            );
+        }
         futures::stream::iter(jobs)
-            .map(|(repo, tag, target)| async move { self.tag(&repo, &tag, target).await })
+            .map(|(repo, tag, m)| async move { self.tag(&repo, &tag, &m).await })
             .buffer_unordered(8)
             .try_collect()
             .await
     }
 }
 
-/// What a tag points at: a manifest of the graph (pushed before) or an extra image.
-enum TagTarget {
-    Graph(Digest),
-    Extra(RawManifest),
-}
-
 impl RegistrySink<'_> {
     /// Sets one tag, unless it already points at the right manifest: registries with
     /// immutable tags refuse even an unchanged PUT, which would fail every resumed run.
-    async fn tag(&self, repo: &str, tag: &str, target: TagTarget) -> Result<String, StoreError> {
+    async fn tag(
+        &self,
+        repo: &str,
+        tag: &str,
+        manifest: &RawManifest,
+    ) -> Result<String, StoreError> {
         let dest = Reference::parse(&format!("{repo}:{tag}"))
             .map_err(|e| StoreError::Refused(format!("tag {repo}:{tag}: {e}")))?;
         let client = self.registries.client(dest.registry()).await?;
-        let digest = match &target {
-            TagTarget::Graph(d) => d.clone(),
-            TagTarget::Extra(m) => m.digest.clone(),
-        };
         match client.resolve_digest(&dest).await {
-            Ok(current) if current == digest => return Ok(dest.to_string()),
+            Ok(current) if current == manifest.digest => return Ok(dest.to_string()),
             Ok(_) | Err(RegistryError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        let manifest = match &target {
-            TagTarget::Extra(m) => m,
-            TagTarget::Graph(d) => self
-                .manifests
-                .get(d)
-                .ok_or_else(|| StoreError::NotFound(d.clone()))?,
-        };
         client.put_manifest(&dest, manifest).await?;
         Ok(dest.to_string())
     }

@@ -260,7 +260,7 @@ impl ArchiveSink {
                 Ok(out)
             })
             .await
-            .map_err(|e| StoreError::from(e))??
+            .map_err(StoreError::from)??
         };
 
         // Which blobs must be fetched, in writing order, and how many leading bytes of each are

@@ -31,7 +31,7 @@ pub enum TransferError {
     Registry(#[from] RegistryError),
     /// A store operation of the engine failed (which one, on which side).
     #[error(transparent)]
-    Copy(#[from] engine::CopyError),
+    Copy(Box<engine::CopyError>),
     /// A store failed outside the engine (opening, planning).
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -68,4 +68,10 @@ pub enum TransferError {
     /// Any other failure of a source or sink (archive reader/writer).
     #[error("{0}")]
     Other(String),
+}
+
+impl From<engine::CopyError> for TransferError {
+    fn from(e: engine::CopyError) -> Self {
+        TransferError::Copy(Box::new(e))
+    }
 }
