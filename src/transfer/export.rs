@@ -118,7 +118,6 @@ pub async fn export(
     graph: &Graph,
     opts: ExportOptions,
 ) -> Result<ExportSummary, TransferError> {
-    let other = |e: crate::archive::ArchiveError| TransferError::Other(e.to_string());
     if opts.zstd && (opts.volume_size.is_some() || opts.resume) {
         return Err(TransferError::Usage(
             "--zstd cannot be combined with --volume-size or --resume (compressed sizes are not known in advance, and a compressed stream cannot be reopened)".into(),
@@ -186,10 +185,10 @@ pub async fn export(
                     hash_parts(&RegistrySource::new(registries, graph), desc, sizes).await?
                 }
             };
-            set_part_digests(&mut manifest, &d, digests).map_err(other)?;
+            set_part_digests(&mut manifest, &d, digests)?;
         }
     }
-    let manifest_bytes = manifest.to_canonical_bytes().map_err(other)?;
+    let manifest_bytes = manifest.to_canonical_bytes()?;
     let manifest_digest = Digest::sha256_of(&manifest_bytes);
     let signatures = sign_manifest(&manifest_bytes, &opts.signers);
     let signers: Vec<String> = signatures.iter().map(|(fp, _)| fp.clone()).collect();

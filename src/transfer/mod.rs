@@ -65,9 +65,12 @@ pub enum TransferError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// Any other failure of a source or sink (archive reader/writer).
-    #[error("{0}")]
-    Other(String),
+    /// imgpkg metadata (a locations or relocations image) could not be built.
+    #[error(transparent)]
+    Author(#[from] crate::author::AuthorError),
+    /// A manifest made or read here does not parse.
+    #[error(transparent)]
+    Manifest(#[from] crate::oci::ManifestError),
 }
 
 impl From<engine::CopyError> for TransferError {

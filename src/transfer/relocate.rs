@@ -25,8 +25,7 @@ pub const LOCATIONS_TAG_SUFFIX: &str = ".image-locations.imgpkg";
 
 fn extra(repo: &str, tags: Vec<String>, img: SmallImage) -> Result<ExtraImage, TransferError> {
     let manifest =
-        RawManifest::from_bytes(Bytes::from(img.manifest), Some(media_type::DOCKER_MANIFEST))
-            .map_err(|e| TransferError::Other(e.to_string()))?;
+        RawManifest::from_bytes(Bytes::from(img.manifest), Some(media_type::DOCKER_MANIFEST))?;
     let config = Descriptor {
         media_type: media_type::DOCKER_CONFIG.to_owned(),
         digest: Digest::sha256_of(&img.config),
@@ -79,8 +78,7 @@ pub fn metadata_images(
                             .iter()
                             .map(|(image, _)| (image.clone(), is_bundle(image))),
                     );
-                    let img =
-                        locations_image(&locs).map_err(|e| TransferError::Other(e.to_string()))?;
+                    let img = locations_image(&locs)?;
                     let tag = format!("{}{LOCATIONS_TAG_SUFFIX}", lock.bundle.tag_form());
                     out.push(extra(repo, vec![tag], img)?);
                 }
@@ -92,12 +90,9 @@ pub fn metadata_images(
                                 .get(image)
                                 .map(|to| (image.clone(), to.to_string()))
                         }));
-                    let text = doc
-                        .to_yaml()
-                        .map_err(|e| TransferError::Other(e.to_string()))?;
-                    let tar = single_file_layer_tar(RELOCATIONS_FILE, text.as_bytes())
-                        .map_err(|e| TransferError::Other(e.to_string()))?;
-                    let img = small_image(&tar).map_err(|e| TransferError::Other(e.to_string()))?;
+                    let text = doc.to_yaml()?;
+                    let tar = single_file_layer_tar(RELOCATIONS_FILE, text.as_bytes())?;
+                    let img = small_image(&tar)?;
                     let tag = format!("{}{RELOCATIONS_TAG_SUFFIX}", lock.bundle.tag_form());
                     out.push(extra(repo, vec![tag], img)?);
                 }
