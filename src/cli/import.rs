@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use airlift::transfer::graph::Kind;
-use airlift::transfer::import::{Trust, import, open_archives};
+use airlift::transfer::import::{ImportOptions, Trust, import, open_archives};
 use airlift::transfer::place::Destination;
 use anyhow::Context;
 use clap::Args;
@@ -49,6 +49,10 @@ pub struct ImportArgs {
     /// Check signatures and every blob, print the plan, push nothing.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
+    /// Do not trust blobs the destination already has: read each back and check its sha256
+    /// (catches a registry whose storage was altered; costs a download of what was skipped).
+    #[arg(long = "verify-existing")]
+    pub verify_existing: bool,
     /// Write an import receipt (JSON: archive identity, signers, what went where, every blob).
     #[arg(long = "receipt", value_name = "FILE", conflicts_with = "dry_run")]
     pub receipt: Option<PathBuf>,
@@ -127,24 +131,23 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<bool> {
         eprintln!("signed by {}", opened.signers.join(", "));
     }
     let registries = args.registry.registries()?;
-    let (summary, placement, graph) = import(
-        &registries,
-        opened,
-        &dest,
-        usize::from(args.run.concurrency),
-        args.run.progress_mode(),
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "importing {}",
-            args.archive
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(" ")
-        )
-    })?;
+    let options = ImportOptions {
+        concurrency: usize::from(args.run.concurrency),
+        progress: args.run.progress_mode(),
+        verify_existing: args.verify_existing,
+    };
+    let (summary, placement, graph) = import(&registries, opened, &dest, options)
+        .await
+        .with_context(|| {
+            format!(
+                "importing {}",
+                args.archive
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        })?;
     if !summary.complete {
         let r = &summary.report;
         eprintln!(

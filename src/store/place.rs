@@ -105,6 +105,30 @@ impl Placement {
                 }
             }
         }
+        // A tag can name one manifest: roots that would share one (eight images all tagged
+        // `1.0` into one `--to-repo`) are refused before anything is pushed, naming them.
+        let mut tagged: BTreeMap<(String, String), &crate::graph::Root> = BTreeMap::new();
+        for root in &graph.roots {
+            let repo = repo_for(&root.reference);
+            if let Some(t) = root.reference.tag() {
+                match tagged.get(&(repo.clone(), t.to_owned())) {
+                    Some(other) if other.digest != root.digest => {
+                        return Err(StoreError::Usage(format!(
+                            "{} and {} would both be tagged {repo}:{t} with different content \
+                             ({} and {}); import them into different repositories \
+                             (--to-registry keeps their paths apart)",
+                            other.reference.original(),
+                            root.reference.original(),
+                            other.digest,
+                            root.digest
+                        )));
+                    }
+                    _ => {
+                        tagged.insert((repo.clone(), t.to_owned()), root);
+                    }
+                }
+            }
+        }
         for root in &graph.roots {
             let repo = repo_for(&root.reference);
             if let Some(t) = root.reference.tag() {

@@ -94,6 +94,8 @@ pub struct RegistrySink<'a> {
     extras: Vec<ExtraImage>,
     /// The first destination repository that received each blob, to mount from.
     received: Mutex<HashMap<Digest, Vec<Reference>>>,
+    /// Re-read blobs the destination already has and check their digests.
+    verify_existing: bool,
 }
 
 impl<'a> RegistrySink<'a> {
@@ -115,7 +117,38 @@ impl<'a> RegistrySink<'a> {
                 .collect(),
             extras,
             received: Mutex::new(HashMap::new()),
+            verify_existing: false,
         }
+    }
+
+    /// Trusts no blob the destination already holds: each is read back and hashed, so a
+    /// registry that serves other bytes under a digest (poisoned storage) is caught.
+    pub fn verify_existing(mut self, on: bool) -> Self {
+        self.verify_existing = on;
+        self
+    }
+
+    /// Whether `dest` holds the blob (read back and verified with `verify_existing`).
+    async fn holds(&self, dest: &Reference, desc: &Descriptor) -> Result<bool, StoreError> {
+        let client = self.registries.client(dest.registry()).await?;
+        if !client.blob_exists(dest, &desc.digest).await? {
+            return Ok(false);
+        }
+        if self.verify_existing {
+            let mut s = client.get_blob(dest, desc).into_io_stream().boxed();
+            while let Some(chunk) = s.next().await {
+                chunk.map_err(|e| {
+                    StoreError::Verification(format!(
+                        "{} already holds blob {}, but what it serves does not match it ({e}); \
+                         airlift did not write it: remove it from the registry and investigate \
+                         who did",
+                        dest.repo_name(),
+                        desc.digest
+                    ))
+                })?;
+            }
+        }
+        Ok(true)
     }
 
     fn blob_targets(&self, d: &Digest) -> Result<Vec<Reference>, StoreError> {
@@ -154,8 +187,7 @@ fn at(repo: &str, d: &Digest) -> Result<Reference, StoreError> {
 impl Sink for RegistrySink<'_> {
     async fn exists(&self, desc: &Descriptor) -> Result<bool, StoreError> {
         for dest in self.blob_targets(&desc.digest)? {
-            let client = self.registries.client(dest.registry()).await?;
-            if !client.blob_exists(&dest, &desc.digest).await? {
+            if !self.holds(&dest, desc).await? {
                 return Ok(false);
             }
         }
@@ -175,7 +207,7 @@ impl Sink for RegistrySink<'_> {
         let mut pushed = Pushed::default();
         for dest in self.blob_targets(&desc.digest)? {
             let client = self.registries.client(dest.registry()).await?;
-            if client.blob_exists(&dest, &desc.digest).await? {
+            if self.holds(&dest, desc).await? {
                 pushed.present += 1;
                 self.remember(&desc.digest, &dest);
                 continue;
@@ -275,12 +307,24 @@ impl RegistrySink<'_> {
         let dest = Reference::parse(&format!("{repo}:{tag}"))
             .map_err(|e| StoreError::Refused(format!("tag {repo}:{tag}: {e}")))?;
         let client = self.registries.client(dest.registry()).await?;
-        match client.resolve_digest(&dest).await {
+        let current = match client.resolve_digest(&dest).await {
             Ok(current) if current == manifest.digest => return Ok(dest.to_string()),
-            Ok(_) | Err(RegistryError::NotFound { .. }) => {}
+            Ok(current) => Some(current),
+            Err(RegistryError::NotFound { .. }) => None,
             Err(e) => return Err(e.into()),
-        }
-        client.put_manifest(&dest, manifest).await?;
+        };
+        client
+            .put_manifest(&dest, manifest)
+            .await
+            .map_err(|e| match current {
+                Some(current) => StoreError::Refused(format!(
+                    "{dest} points at {current}; the registry refused to move it to {}: {e} \
+                     (a registry with immutable tags never moves a tag: delete the tag there, \
+                     or import into another repository)",
+                    manifest.digest
+                )),
+                None => e.into(),
+            })?;
         Ok(dest.to_string())
     }
 }

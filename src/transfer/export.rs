@@ -111,6 +111,28 @@ async fn hash_parts(
     Ok(out)
 }
 
+/// Refuses to resume when a root now resolves to other content than the interrupted run
+/// exported, naming it: the operator must know which tag moved.
+fn refuse_moved_roots(
+    previous: &crate::archive::Manifest,
+    now: &crate::archive::Manifest,
+) -> Result<(), TransferError> {
+    for root in &now.roots {
+        if let Some(old) = previous
+            .roots
+            .iter()
+            .find(|r| r.reference == root.reference && r.digest != root.digest)
+        {
+            return Err(TransferError::Usage(format!(
+                "cannot resume: {} now resolves to {}, but the interrupted run exported {}; \
+                 remove the old files or export without --resume",
+                root.reference, root.digest, old.digest
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Writes `graph` to an archive (one file or a volume set), streaming configs and layers from
 /// the registries; with `resume`, keeps what an interrupted run wrote and fetches the rest.
 pub async fn export(
@@ -144,6 +166,9 @@ pub async fn export(
         _ => opts.created,
     };
     let (mut manifest, index_json) = build_manifest_model(graph, created)?;
+    if let Some(prev) = &previous {
+        refuse_moved_roots(prev, &manifest)?;
+    }
     let mut base_blobs = 0;
     if let Some(base) = &opts.base {
         for b in manifest.blobs.iter_mut() {

@@ -45,14 +45,29 @@ pub struct ImportSummary {
     pub volumes_needed: Vec<u32>,
 }
 
+/// How an import runs.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportOptions {
+    /// Uploads in flight at once.
+    pub concurrency: usize,
+    /// Progress display.
+    pub progress: ProgressMode,
+    /// Read back the blobs the destination already has and check their digests.
+    pub verify_existing: bool,
+}
+
 /// Pushes an opened archive to `dest`.
 pub async fn import(
     registries: &Registries,
     opened: OpenedArchive,
     dest: &Destination,
-    concurrency: usize,
-    progress: ProgressMode,
+    options: ImportOptions,
 ) -> Result<(ImportSummary, Placement, Graph), TransferError> {
+    let ImportOptions {
+        concurrency,
+        progress,
+        verify_existing,
+    } = options;
     let graph = opened.graph.clone();
     let placement = Placement::plan(&graph, dest)?;
     let manifest = &opened.header.manifest;
@@ -73,7 +88,8 @@ pub async fn import(
         &placement,
         &graph,
         metadata_images(&graph, &placement, dest)?,
-    );
+    )
+    .verify_existing(verify_existing);
     let gate = VolumeGate {
         registries,
         graph: &graph,
