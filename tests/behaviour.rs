@@ -87,7 +87,7 @@ fn stored_blob_digests(reg: &Registry) -> BTreeSet<String> {
         .collect()
 }
 
-/// The data of tar entry `name` in `bytes`.
+/// The entry called `name` in a parsed tar listing.
 fn entry<'a>(entries: &'a [support::TarEntry], name: &str) -> &'a support::TarEntry {
     entries
         .iter()
@@ -95,6 +95,7 @@ fn entry<'a>(entries: &'a [support::TarEntry], name: &str) -> &'a support::TarEn
         .unwrap_or_else(|| panic!("no entry {name}"))
 }
 
+/// The archive entry name of a blob (`blobs/sha256/<hex>`).
 fn blob_entry(digest: &str) -> String {
     format!("blobs/{}", digest.replacen(':', "/", 1))
 }
@@ -151,7 +152,7 @@ fn small_bundle(
 }
 
 // ---------------------------------------------------------------------------------------------
-// 1. import --dry-run
+// import --dry-run
 
 /// A dry run verifies the whole archive (signatures and every blob, also blobs the destination
 /// already has) and prints the plan, but leaves the destination byte for byte as it was.
@@ -253,7 +254,7 @@ fn import_dry_run_verifies_everything_and_pushes_nothing() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 6. verify exit codes
+// verify exit codes
 
 /// Scripts tell "the archive is bad" (1) from "I called it wrong" (2): both must stay distinct.
 #[test]
@@ -383,13 +384,13 @@ fn verify_require_signatures_without_trust_is_a_usage_error() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 2. a delta whose base is only partly at the destination
+// a delta whose base is only partly at the destination
 
 /// An image to push: `(repo:tag, spec)`.
 type Named = (&'static str, ImageSpec);
 
-/// The images of release 1.0 and 1.1: every image shares one base
-/// layer; `web` is in both releases unchanged.
+/// The images of release 1.0 and 1.1: every image shares one base layer; `web` is in both
+/// releases unchanged.
 fn release_specs() -> (Vec<Named>, Vec<Named>) {
     let base_layer = LayerSpec::new(50, 300 * 1024);
     let old = vec![
@@ -550,7 +551,7 @@ fn delta_over_a_partly_present_base_is_refused_before_any_blob_is_uploaded() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 3. import --to-repo creates exactly imgpkg's tag set and lock
+// import --to-repo creates exactly imgpkg's tag set and lock
 
 /// One image of imgpkg's copy tar: its exact manifest, config and gzip layer bytes.
 struct GoldenImage {
@@ -781,7 +782,7 @@ fn import_to_repo_creates_imgpkgs_tag_set_and_lock() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 7. cross-repository mounts during copy on one registry
+// cross-repository mounts during copy on one registry
 
 /// Relocating within one registry is the common mirror-to-project move; re-sending gigabytes
 /// the registry already stores would make it as slow as a copy across the world.
@@ -872,7 +873,7 @@ fn copy_within_one_registry_mounts_layers_instead_of_uploading_them() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 5. registry flags against real registries
+// registry flags against real registries
 
 /// `airlift export -q -i IMAGE -o HOME/NAME.tar --unsigned EXTRA…` with env `vars`.
 fn export_image(
@@ -1093,7 +1094,7 @@ fn docker_config_creds_store_and_cred_helpers_run_real_helpers() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 4. export --resume refuses a source that changed
+// export --resume refuses a source that changed
 
 /// Digests of the whole layer entries of a (cut) archive whose data hashes right.
 fn kept_layers(path: &Path, layers: &BTreeSet<String>) -> BTreeSet<String> {
