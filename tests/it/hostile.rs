@@ -4,46 +4,35 @@
 //!
 //! Cases already proven elsewhere are not repeated here (see `format-spec/threat-model.md`):
 //! tampered bytes, removed/unlisted blobs, `../x`/`/etc/x`/symlink/duplicate at library level
-//! (`tests/archive.rs`), tampering at the CLI (`tests/import.rs`), hostile bundle layers
-//! (`tests/author.rs`, `tests/author_cli.rs`), YAML alias bombs and strict locks
-//! (`tests/author.rs`), key file errors (`tests/archive.rs`).
+//! (`archive.rs`), tampering at the CLI (`import.rs`), hostile bundle layers
+//! (`author.rs`, `author_cli.rs`), YAML alias bombs and strict locks
+//! (`author.rs`), key file errors (`archive.rs`).
 
-mod support;
-
+use crate::support;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::support::s;
+use crate::support::synth::{RawTarEntry, SynthArchive, raw_tar, synth_image};
+use crate::support::{Registry, airlift_cmd, run_measuring_rss};
 use airlift::archive::Manifest;
 use airlift::digest::Digest;
 use airlift::keys;
 use airlift::oci::{Descriptor, Parsed, RawManifest};
-use support::s;
-use support::synth::{RawTarEntry, SynthArchive, raw_tar, synth_image};
-use support::{Registry, airlift_cmd, run_measuring_rss};
 
 /// Peak RSS any refusal may use: far below every size the hostile inputs claim.
 const RSS_LIMIT_KIB: u64 = 96 * 1024;
 /// Wall time any refusal may take.
 const TIME_LIMIT: Duration = Duration::from_secs(10);
 
-/// The RSS bound for a child: [`RSS_LIMIT_KIB`] above this test process's own peak, because
-/// a child spawned with vfork/CLONE_VM inherits the parent's high-water mark into its
-/// `ru_maxrss` at exec (tests running in parallel in this process raise it).
-fn rss_limit_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    RSS_LIMIT_KIB + hwm
-}
-
 struct Outcome {
     success: bool,
     text: String,
     rss_kib: u64,
+    /// [`RSS_LIMIT_KIB`] above what the child inherited from this process at exec
+    /// ([`crate::support::Measured::inherited_kib`]).
+    rss_limit_kib: u64,
     elapsed: Duration,
 }
 
@@ -59,6 +48,7 @@ fn run(home: &Path, cwd: &Path, args: &[&str]) -> Outcome {
             String::from_utf8_lossy(&m.stderr)
         ),
         rss_kib: m.peak_rss_kib,
+        rss_limit_kib: RSS_LIMIT_KIB + m.inherited_kib,
         elapsed: start.elapsed(),
     }
 }
@@ -169,7 +159,7 @@ impl Bench {
                 out.text
             );
             assert!(
-                out.rss_kib < rss_limit_kib(),
+                out.rss_kib < out.rss_limit_kib,
                 "{what}: {cmd} peaked at {} KiB",
                 out.rss_kib
             );
@@ -217,7 +207,7 @@ fn good_archive_is_accepted_by_the_same_bench() {
     let path = b.write("good.tar", &raw_tar(&b.entries(), true));
     let out = b.import(&path);
     assert!(out.success, "{}", out.text);
-    assert!(out.rss_kib < rss_limit_kib(), "{} KiB", out.rss_kib);
+    assert!(out.rss_kib < out.rss_limit_kib, "{} KiB", out.rss_kib);
     assert_eq!(support::catalog(&b.target), vec!["inside/app".to_owned()]);
 }
 
@@ -628,6 +618,6 @@ fn one_gigabyte_yaml_is_refused_by_size() {
         "{}",
         out.text
     );
-    assert!(out.rss_kib < rss_limit_kib(), "{} KiB", out.rss_kib);
+    assert!(out.rss_kib < out.rss_limit_kib, "{} KiB", out.rss_kib);
     assert!(out.elapsed < TIME_LIMIT, "{:?}", out.elapsed);
 }

@@ -1,11 +1,10 @@
 //! Golden comparisons of the authoring core against real imgpkg 0.43.1 / kbld 0.42.0 output.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::support::fixtures::{fixtures, golden, guestbook_copy};
 use airlift::author::AuthorError;
 use airlift::author::bundle;
 use airlift::author::extract;
@@ -16,7 +15,6 @@ use airlift::author::scan;
 use airlift::digest::Digest;
 use airlift::reference::Reference;
 use airlift::yaml::{self, Limits, YamlError};
-use support::fixtures::{fixtures, golden, guestbook_copy};
 
 fn golden_lock() -> ImagesLock {
     ImagesLock::read(

@@ -5,25 +5,24 @@
 //! Each test compares against the same work done without faults: "it succeeded" is not
 //! enough, the result must be the one an undisturbed run produces.
 
-mod support;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::proxy::{Fault, FaultProxy};
-use support::s;
-use support::synth::{SynthArchive, synth_image};
-use support::{
+use crate::support::proxy::{Fault, FaultProxy};
+use crate::support::s;
+use crate::support::synth::{SynthArchive, synth_image};
+use crate::support::{
     ImageSpec, LayerSpec, Registry, airlift, airlift_cmd, expect_ok, output_text, registry_state,
 };
+use serde_json::Value;
 
 /// A source registry holding one image of three 2 MiB layers (big enough to be cut mid-body).
 fn source_image() -> (Registry, String) {
     let reg = Registry::start_plain();
     let layout = tempfile::tempdir().unwrap();
-    support::write_oci_image(
+    crate::support::write_oci_image(
         layout.path(),
         "v1",
         &ImageSpec::new(
@@ -35,7 +34,7 @@ fn source_image() -> (Registry, String) {
             ],
         ),
     );
-    support::skopeo_push(layout.path(), "v1", "faults/app:v1", &reg);
+    crate::support::skopeo_push(layout.path(), "v1", "faults/app:v1", &reg);
     (reg, "faults/app:v1".to_owned())
 }
 
