@@ -649,3 +649,71 @@ fn one_gigabyte_yaml_is_refused_by_size() {
     assert!(out.rss_kib < out.rss_limit_kib, "{} KiB", out.rss_kib);
     assert!(out.elapsed < TIME_LIMIT, "{:?}", out.elapsed);
 }
+
+/// The extra entry of [`an_entry_after_the_blobs_is_refused`]: a second signature (another
+/// key's fingerprint, a well-formed 64-byte signature) or a volume record.
+fn late_entry(b: &Bench, volume: bool) -> RawTarEntry {
+    if volume {
+        let record = airlift::archive::reader::VolumeRecord {
+            manifest: Digest::sha256_of(&b.archive.manifest_bytes()),
+            volume: 1,
+            count: 1,
+        };
+        RawTarEntry::file("airlift/volume.json", serde_json::to_vec(&record).unwrap())
+    } else {
+        let other = keys::generate().unwrap();
+        let sig = airlift::archive::sign_manifest(&b.archive.manifest_bytes(), &[other]);
+        let (fp, sig) = sig.into_iter().next().expect("one signature");
+        RawTarEntry::file(&format!("airlift/signatures/{fp}.sig"), sig.to_vec())
+    }
+}
+
+/// Leading-only entries (a signature, the volume record) appended after the blobs: the
+/// format places them before `index.json`, so verify and import must both refuse, and
+/// import must leave no manifest and no tag behind.
+fn an_entry_after_the_blobs_is_refused(volume: bool, zstd: bool) {
+    let b = Bench::new();
+    let mut v = b.entries();
+    let extra = late_entry(&b, volume);
+    let name = extra.name.clone();
+    v.push(extra);
+    let mut bytes = raw_tar(&v, true);
+    if zstd {
+        bytes = zstd::encode_all(&bytes[..], 3).unwrap();
+    }
+    let what = format!("{name} after the blobs{}", if zstd { " zstd" } else { "" });
+    b.refused(&what, &bytes, &name, true);
+    for repo in support::catalog(&b.target) {
+        for root in &b.archive.manifest.roots {
+            let got =
+                support::http_get(&b.target, &format!("/v2/{repo}/manifests/{}", root.digest));
+            assert_eq!(
+                got.status, 404,
+                "{what}: manifest {} pushed to {repo}",
+                root.digest
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "import accepts entries after the blobs: fixed by the one archive checker"]
+fn a_signature_after_the_blobs_is_refused() {
+    an_entry_after_the_blobs_is_refused(false, false);
+}
+
+#[test]
+fn a_signature_after_the_blobs_is_refused_zstd() {
+    an_entry_after_the_blobs_is_refused(false, true);
+}
+
+#[test]
+#[ignore = "import accepts entries after the blobs: fixed by the one archive checker"]
+fn a_volume_record_after_the_blobs_is_refused() {
+    an_entry_after_the_blobs_is_refused(true, false);
+}
+
+#[test]
+fn a_volume_record_after_the_blobs_is_refused_zstd() {
+    an_entry_after_the_blobs_is_refused(true, true);
+}
