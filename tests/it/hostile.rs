@@ -717,3 +717,156 @@ fn a_volume_record_after_the_blobs_is_refused() {
 fn a_volume_record_after_the_blobs_is_refused_zstd() {
     an_entry_after_the_blobs_is_refused(true, true);
 }
+
+/// `archive` with its `index.json` replaced (the signed manifest re-pointed at the new bytes).
+fn with_index(archive: &SynthArchive, edit: impl FnOnce(&mut serde_json::Value)) -> SynthArchive {
+    let mut a = archive.clone();
+    let mut index: serde_json::Value = serde_json::from_slice(&a.index_json).unwrap();
+    edit(&mut index);
+    a.index_json = serde_json::to_vec(&index).unwrap();
+    a.manifest.index = airlift::archive::IndexRef::of(&a.index_json);
+    a
+}
+
+/// The failure kinds `verify --json` reports for `archive`.
+fn failure_kinds(b: &Bench, archive: &Path) -> Vec<String> {
+    let out = run(
+        b.h(),
+        b.cwd.path(),
+        &["verify", "--json", s(archive), "--trust", s(&b.pubkey)],
+    );
+    assert!(!out.success, "verify --json succeeded:\n{}", out.text);
+    let start = out.text.find('{').expect("a JSON report");
+    let report: serde_json::Value = serde_json::Deserializer::from_str(&out.text[start..])
+        .into_iter::<serde_json::Value>()
+        .next()
+        .expect("one report")
+        .expect("report JSON");
+    assert_eq!(report["ok"], false, "{report}");
+    report["failures"]
+        .as_array()
+        .expect("failures")
+        .iter()
+        .map(|f| f["kind"].as_str().expect("kind").to_owned())
+        .collect()
+}
+
+/// The three closure breaks, each signed correctly so that only the closure check can catch
+/// it: `(what, archive, digest the failure names, verify --json kind)`.
+fn closure_breaks(b: &Bench) -> Vec<(&'static str, SynthArchive, String, &'static str)> {
+    let root = b.archive.manifest.roots[0].digest.clone();
+    let unlisted = stranger();
+    // A descriptor in index.json naming a blob the blob table does not list.
+    let extra_descriptor = with_index(&b.archive, |i| {
+        i["manifests"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": unlisted, "size": 10,
+                "annotations": {"org.opencontainers.image.ref.name": "src.example/hostile/c:1"},
+            }));
+    });
+    // A descriptor in index.json giving a listed blob another size.
+    let wrong_size = with_index(&b.archive, |i| {
+        for m in i["manifests"].as_array_mut().unwrap() {
+            if m["digest"] == root.to_string() {
+                m["size"] = serde_json::json!(m["size"].as_u64().unwrap() + 1);
+            }
+        }
+    });
+    // A listed blob that nothing references.
+    let mut orphan = b.archive.clone();
+    let data = b"an orphan layer".to_vec();
+    let orphan_digest = Digest::sha256_of(&data);
+    orphan.blobs.insert(orphan_digest.clone(), data.clone());
+    orphan.manifest.blobs.push(airlift::archive::BlobEntry {
+        digest: orphan_digest.clone(),
+        size: data.len() as u64,
+        media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+        role: airlift::archive::Role::Layer,
+        referenced_by: vec![root.clone()],
+        volume: None,
+        parts: Vec::new(),
+        base: false,
+    });
+    orphan.manifest.blobs.sort_by_key(|e| e.digest.to_string());
+    vec![
+        (
+            "unlisted descriptor",
+            extra_descriptor,
+            unlisted.to_string(),
+            "unlisted-descriptor",
+        ),
+        (
+            "descriptor of another size",
+            wrong_size,
+            root.to_string(),
+            "unlisted-descriptor",
+        ),
+        (
+            "unreachable blob",
+            orphan,
+            orphan_digest.to_string(),
+            "unreachable-blob",
+        ),
+    ]
+}
+
+/// Verify (text and `--json`) names each closure break by digest and kind.
+#[test]
+fn closure_breaks_fail_verify_with_their_kind() {
+    let b = Bench::new();
+    for (what, archive, digest, kind) in closure_breaks(&b) {
+        let path = b.write(
+            "closure.tar",
+            &raw_tar(&archive.entries(std::slice::from_ref(&b.key)), true),
+        );
+        let out = b.verify(&path);
+        assert!(!out.success, "{what}: verify succeeded:\n{}", out.text);
+        assert!(
+            out.text.contains(&digest),
+            "{what}: does not name {digest}:\n{}",
+            out.text
+        );
+        let kinds = failure_kinds(&b, &path);
+        assert!(kinds.iter().any(|k| k == kind), "{what}: kinds {kinds:?}");
+    }
+}
+
+/// Import refuses closure break `n` of [`closure_breaks`], naming it, and leaves no
+/// manifest and no tag.
+fn closure_break_fails_import(n: usize) {
+    let b = Bench::new();
+    let (what, archive, digest, _) = closure_breaks(&b).swap_remove(n);
+    let bytes = raw_tar(&archive.entries(std::slice::from_ref(&b.key)), true);
+    b.refused(what, &bytes, &digest, true);
+    for repo in support::catalog(&b.target) {
+        for r in &archive.manifest.roots {
+            let got = support::http_get(&b.target, &format!("/v2/{repo}/manifests/{}", r.digest));
+            assert_eq!(
+                got.status, 404,
+                "{what}: manifest {} pushed to {repo}",
+                r.digest
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "import skips the closure check on descriptors and listed blobs: fixed by the one archive checker"]
+fn an_unlisted_descriptor_fails_import() {
+    closure_break_fails_import(0);
+}
+
+#[test]
+#[ignore = "import skips the closure check on descriptors and listed blobs: fixed by the one archive checker"]
+fn a_descriptor_of_another_size_fails_import() {
+    closure_break_fails_import(1);
+}
+
+#[test]
+#[ignore = "import skips the closure check on descriptors and listed blobs: fixed by the one archive checker"]
+fn an_unreachable_blob_fails_import() {
+    closure_break_fails_import(2);
+}
