@@ -1,5 +1,5 @@
 //! Bodies of airlift's fuzz targets, shared by `cargo fuzz` (the `fuzz_targets/` binaries) and
-//! by the stable test `tests/fuzz_replay.rs`, which replays the committed corpus and every
+//! by the stable test `tests/it/fuzz_replay.rs`, which replays the committed corpus and every
 //! regression input through exactly the same code in `make test`.
 //!
 //! Each function takes arbitrary bytes, feeds them to one parser of untrusted input and checks

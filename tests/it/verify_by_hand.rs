@@ -2,12 +2,11 @@
 //! shell block between its marked fences) against an archive airlift exported from a real
 //! registry: it must accept the archive and refuse tampered copies.
 
-mod support;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::{ImageSpec, LayerSpec, Registry, airlift_cmd, expect_ok};
+use crate::support::{ImageSpec, LayerSpec, Registry, airlift_cmd, expect_ok};
 
 fn airlift(home: &Path, args: &[&str]) -> Output {
     airlift_cmd(home)
@@ -55,7 +54,7 @@ fn recipe_accepts_a_signed_archive_and_refuses_tampered_copies() {
             vec![LayerSpec::new(21, 3000), LayerSpec::new(22, 70_000)],
         ),
     );
-    support::skopeo_push(&layout, "v1", "team/app:v1", &reg);
+    crate::support::skopeo_push(&layout, "v1", "team/app:v1", &reg);
     let key = dir.join("release");
     expect_ok(&airlift(dir, &["keygen", "--out", key.to_str().unwrap()]));
     let public = PathBuf::from(format!("{}.pub", key.display()));

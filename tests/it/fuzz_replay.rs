@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-#[path = "fuzz/src/lib.rs"]
+#[path = "../fuzz/src/lib.rs"]
 #[allow(dead_code)]
 mod targets;
 
@@ -65,7 +65,7 @@ fn yaml_scan_corpus() {
     replay("yaml_scan", targets::yaml_scan);
 }
 
-/// Regenerates the archive seeds (`cargo test --test fuzz_replay -- --ignored`): a tiny
+/// Regenerates the archive seeds (`cargo test --release --test it -- fuzz_replay:: --ignored`): a tiny
 /// one-image archive, plain, zstd and signed, plus its airlift manifest and `index.json`.
 #[test]
 #[ignore = "writes the committed seed corpus; run by hand"]

@@ -1,11 +1,10 @@
 //! Golden comparisons of the authoring core against real imgpkg 0.43.1 / kbld 0.42.0 output.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::support::fixtures::{fixtures, golden, guestbook_copy};
 use airlift::author::AuthorError;
 use airlift::author::bundle;
 use airlift::author::extract;
@@ -16,7 +15,6 @@ use airlift::author::scan;
 use airlift::digest::Digest;
 use airlift::reference::Reference;
 use airlift::yaml::{self, Limits, YamlError};
-use support::fixtures::{fixtures, golden, guestbook_copy};
 
 fn golden_lock() -> ImagesLock {
     ImagesLock::read(
@@ -377,10 +375,14 @@ fn alias_bomb_is_refused_fast() {
         ));
         prev = n;
     }
+    // 9^9 (387 million) nodes if expanded: minutes and gigabytes unbounded. Refused in about
+    // 70 ms on a loaded 2-core machine; the bound is 10x generous (the cores are shared with
+    // other builds) and still far below an expansion.
     let start = Instant::now();
     let err = yaml::parse_documents(&text, Path::new("bomb.yaml"), &Limits::default()).unwrap_err();
+    eprintln!("nested alias bomb refused in {:?}", start.elapsed());
     assert!(
-        start.elapsed() < Duration::from_millis(500),
+        start.elapsed() < Duration::from_secs(1),
         "{:?}",
         start.elapsed()
     );
@@ -394,6 +396,7 @@ fn alias_bomb_is_refused_fast() {
     wide.push_str("]\n");
     let start = Instant::now();
     let err = yaml::parse_documents(&wide, Path::new("wide.yaml"), &Limits::default()).unwrap_err();
+    eprintln!("wide alias bomb refused in {:?}", start.elapsed());
     assert!(
         start.elapsed() < Duration::from_secs(2),
         "{:?}",

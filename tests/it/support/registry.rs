@@ -289,11 +289,6 @@ impl Registry {
         self.dir.path().join("storage")
     }
 
-    /// Temp dir of this registry (config, logs, TLS files, storage).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("registry.log")
     }

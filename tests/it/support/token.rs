@@ -106,11 +106,6 @@ impl TokenServer {
         format!("http://127.0.0.1:{}/token", self.port)
     }
 
-    /// Port the server listens on.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// PEM of the signing certificate: the registry's `rootcertbundle`.
     pub fn root_cert_pem(&self) -> &str {
         &self.cert_pem

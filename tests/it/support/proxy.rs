@@ -141,11 +141,6 @@ impl FaultProxy {
         self.shared.requests.load(Ordering::SeqCst)
     }
 
-    /// Faults fired so far.
-    pub fn injected(&self) -> u64 {
-        self.shared.injected.load(Ordering::SeqCst)
-    }
-
     /// Faults not yet fired.
     pub fn pending(&self) -> u32 {
         self.shared

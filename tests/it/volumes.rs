@@ -4,8 +4,6 @@
 //! `export --resume` after a SIGKILL (byte-identical to an uninterrupted export, without
 //! fetching again what was already written; blob fetches counted by a TCP proxy).
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -14,12 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::s;
-use support::{
+use crate::support::s;
+use crate::support::{
     ImageSpec, LayerSpec, Registry, WrittenImage, airlift, airlift_cmd, expect_code, expect_ok,
     push_bundle, registry_state, registry_tags, skopeo_push, write_oci_image,
 };
+use serde_json::Value;
 
 const EPOCH: &str = "1767225600";
 const MIB: u64 = 1 << 20;
@@ -64,12 +62,12 @@ fn push_images(reg: &Registry, images: &[(&str, ImageSpec)]) -> Vec<WrittenImage
 }
 
 fn blob_present(reg: &Registry, repo: &str, digest: &str) -> bool {
-    support::http_get(reg, &format!("/v2/{repo}/blobs/{digest}")).status == 200
+    crate::support::http_get(reg, &format!("/v2/{repo}/blobs/{digest}")).status == 200
 }
 
 /// `(name, data offset, size)` of every whole entry of a (possibly cut) plain tar.
 fn whole_entries(bytes: &[u8]) -> Vec<(String, usize, usize)> {
-    support::whole_tar_entries(bytes)
+    crate::support::whole_tar_entries(bytes)
         .into_iter()
         .map(|e| (e.name, e.data_offset, e.size))
         .collect()
@@ -81,7 +79,7 @@ fn stock_checksums_pass(dir: &Path, stem: &str) {
         ("b3sum", format!("{stem}.B3SUMS")),
         ("sha256sum", format!("{stem}.SHA256SUMS")),
     ] {
-        support::run_tool(
+        crate::support::run_tool(
             std::process::Command::new(tool)
                 .arg("-c")
                 .arg(&file)
@@ -214,10 +212,10 @@ fn one_mib_volumes_verify_alone_and_import_one_per_run_in_any_order() {
         assert_eq!(report["volumeCount"], count);
         assert_eq!(report["volumesNeeded"].as_array().unwrap().len(), count - 1);
         assert!(report["blobsChecked"].as_u64().unwrap() >= 1);
-        support::validate_json_schema("verify-report.schema.json", &report);
+        crate::support::validate_json_schema("verify-report.schema.json", &report);
     }
     let manifest = manifest_of(&volumes[0]);
-    support::validate_json_schema("manifest.schema.json", &manifest);
+    crate::support::validate_json_schema("manifest.schema.json", &manifest);
     assert_eq!(manifest["volume"]["count"], count);
     assert_eq!(manifest["volume"]["maxSize"], MIB);
     let text = expect_ok(&run(
@@ -231,7 +229,7 @@ fn one_mib_volumes_verify_alone_and_import_one_per_run_in_any_order() {
         ],
     ));
     let inspected: Value = serde_json::from_str(&text).unwrap();
-    support::validate_json_schema("inspect.schema.json", &inspected);
+    crate::support::validate_json_schema("inspect.schema.json", &inspected);
     assert_eq!(inspected[0]["thisVolume"], count);
     assert_eq!(inspected[0]["volume"]["count"], count);
     let mut all: Vec<&str> = vec!["verify"];
@@ -746,7 +744,8 @@ fn kept_digests(path: &Path) -> BTreeSet<String> {
         .into_iter()
         .filter(|(n, _, _)| n.starts_with("blobs/sha256/") && !n.contains(".part-"))
         .filter(|(n, off, size)| {
-            support::sha256_digest(&bytes[*off..off + size]).hex() == &n["blobs/sha256/".len()..]
+            crate::support::sha256_digest(&bytes[*off..off + size]).hex()
+                == &n["blobs/sha256/".len()..]
         })
         .map(|(n, _, _)| format!("sha256:{}", &n["blobs/sha256/".len()..]))
         .collect()

@@ -1,17 +1,16 @@
 //! Bearer-token auth end to end: the real registry (CNCF distribution 2.8, `auth: token`)
-//! sends clients to the harness's own token server (tests/support/token.rs), which checks
+//! sends clients to the harness's own token server (tests/it/support/token.rs), which checks
 //! basic credentials and issues ES256 JWTs the registry verifies against its
 //! `rootcertbundle`. skopeo proves the set-up works with an independent client; then
 //! `airlift copy` pushes into it and `airlift export` pulls from it with credentials from the
 //! flags, from the `AIRLIFT_REGISTRY_*` env group, and as a pre-issued `--registry-token`.
 
-mod support;
-
+use crate::support;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use support::s;
-use support::{ImageSpec, LayerSpec, Registry, WrittenImage, expect_code, expect_ok};
+use crate::support::s;
+use crate::support::{ImageSpec, LayerSpec, Registry, WrittenImage, expect_code, expect_ok};
 
 /// `airlift ARGS` with a private HOME and no `AIRLIFT_REGISTRY_*` from the host.
 fn run(mut cmd: Command) -> Output {
@@ -32,13 +31,13 @@ fn push_image(reg: &Registry, seed: u64, repo_ref: &str) -> WrittenImage {
             ],
         ),
     );
-    support::skopeo_push(layout.path(), "v1", repo_ref, reg);
+    crate::support::skopeo_push(layout.path(), "v1", repo_ref, reg);
     img
 }
 
 /// The manifest `skopeo inspect --raw` reads for `reference` from an exported oci-archive.
 fn archived_manifest(archive: &Path, reference: &str) -> Vec<u8> {
-    support::run_tool(
+    crate::support::run_tool(
         Command::new("skopeo")
             .args(["--insecure-policy", "inspect", "--raw"])
             .arg(format!("oci-archive:{}:{reference}", archive.display())),
@@ -288,7 +287,7 @@ fn der_signatures_become_64_byte_jose() {
     assert_eq!(jose[32], 0);
     assert_eq!(&jose[33..], &s[..]);
     assert_eq!(
-        support::token::ecdsa_der_to_jose(&der[..der.len() - 1]),
+        crate::support::token::ecdsa_der_to_jose(&der[..der.len() - 1]),
         None
     );
 }

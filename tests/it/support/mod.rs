@@ -1,6 +1,7 @@
 //! Shared support for integration tests: real registries, real images, real tools. No mocks.
 //!
-//! Every integration test file includes this module with `mod support;` and then uses:
+//! The one test binary (`tests/it/main.rs`) declares this module once; every test module
+//! reaches it as `crate::support` and uses:
 //!
 //! - [`Registry`]: a real CNCF distribution (`docker-registry serve`) child process on
 //!   `127.0.0.1:<free port>`, storage in a fresh temp dir.
@@ -12,7 +13,7 @@
 //!   ("registry died mid-transfer, then came back": storage and port are kept);
 //!   [`Registry::storage_dir`] and [`Registry::log`] let tests look inside.
 //!   [`Registry::start_token_auth`] is plain HTTP with distribution's bearer-token auth, backed
-//!   by a [`TokenServer`] (module [`token`]) of the harness's own on another 127.0.0.1 port:
+//!   by a [`token::TokenServer`] of the harness's own on another 127.0.0.1 port:
 //!   it checks basic credentials and issues ES256 JWTs the registry verifies.
 //!   Dropping a `Registry` kills the child by PID (also when the test panics, and then the
 //!   registry's log is printed to stderr so the failure explains itself).
@@ -25,7 +26,8 @@
 //!   bytes), to compare before and after an operation.
 //! - [`catalog`] and [`http_get`]: tiny HTTP/1.1 client (std TCP, or rustls trusting the test CA,
 //!   with basic auth) for the registry API.
-//! - [`run_measuring_rss`]: run a command and get its peak resident memory from `wait4` rusage.
+//! - [`run_measuring_rss`]: run a command and get its peak resident memory from `wait4` rusage
+//!   (and a bound on what it inherited from this process: check with [`Measured::peak_within`]).
 //! - [`free_port`]: a currently free TCP port on 127.0.0.1.
 //! - [`Corpus`] (module [`corpus`]): images sharing layers, a two-platform index, a nested and
 //!   an outer bundle in a registry, with every digest and the unique blob set; plus the
@@ -53,8 +55,7 @@
 //! Set `AIRLIFT_KEEP_TEST_DIRS=1` to keep registry temp dirs (their paths are printed).
 //!
 //! ```ignore
-//! mod support;
-//! use support::{ImageSpec, LayerSpec, Registry};
+//! use crate::support::{self, ImageSpec, LayerSpec, Registry};
 //!
 //! let reg = Registry::start_plain();
 //! let dir = tempfile::tempdir().unwrap();
@@ -63,7 +64,6 @@
 //! let raw = support::skopeo_inspect_raw("team/app:v1", &reg);
 //! assert_eq!(support::sha256_digest(&raw), img.manifest_digest);
 //! ```
-#![allow(dead_code)]
 
 pub mod cli;
 pub mod corpus;
@@ -79,36 +79,23 @@ mod state;
 pub mod synth;
 pub mod token;
 
-// Each test file uses a different subset of the harness.
-#[allow(unused_imports)]
 pub use cli::{
     airlift, airlift_cmd, expect_code, expect_failed, expect_ok, output_text, run_tool, s,
 };
-#[allow(unused_imports)]
 pub use corpus::{
-    Corpus, CorpusBundle, CorpusImage, TarEntry, push_bundle, tar_entries, ustar_header,
-    whole_tar_entries,
+    Corpus, CorpusBundle, TarEntry, push_bundle, tar_entries, ustar_header, whole_tar_entries,
 };
-#[allow(unused_imports)]
-pub use http::{HttpResponse, catalog, http_get};
-#[allow(unused_imports)]
+pub use http::{catalog, http_get};
 pub use layout::{
     ImageSpec, LayerSpec, WrittenImage, WrittenIndex, write_oci_image, write_oci_index,
 };
-#[allow(unused_imports)]
 pub use registry::{Registry, free_port};
-#[allow(unused_imports)]
 pub use rss::{Measured, run_measuring_rss};
-#[allow(unused_imports)]
 pub use schema::validate_json_schema;
-#[allow(unused_imports)]
 pub use skopeo::{
     skopeo_inspect_raw, skopeo_list_tags, skopeo_pull, skopeo_push, skopeo_push_with_creds,
 };
-#[allow(unused_imports)]
 pub use state::{registry_state, registry_tags};
-#[allow(unused_imports)]
-pub use token::{TokenRequest, TokenServer};
 
 use airlift::digest::Digest;
 use sha2::{Digest as _, Sha256};

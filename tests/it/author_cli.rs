@@ -1,18 +1,17 @@
 //! `airlift lock|rewrite|push|pull` end to end: the real binary against real registries, checked
 //! against the golden output of imgpkg 0.43.1 / kbld 0.42.0 (tests/fixtures/imgpkg-compat).
 
-mod support;
-
+use crate::support;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::support::fixtures::{GOLDEN_HOST, fixtures, golden, guestbook_copy};
+use crate::support::synth::RawTarEntry;
+use crate::support::{ImageSpec, LayerSpec, Registry, airlift, expect_failed, expect_ok, s};
 use airlift::oci::{Descriptor, RawManifest, media_type};
 use airlift::reference::Reference;
 use airlift::registry::{Registries, RegistryOptions};
 use bytes::Bytes;
-use support::fixtures::{GOLDEN_HOST, fixtures, golden, guestbook_copy};
-use support::synth::RawTarEntry;
-use support::{ImageSpec, LayerSpec, Registry, airlift, expect_failed, expect_ok, s};
 
 /// The golden bundle's manifest and layer digests (from imgpkg's push of guestbook-src).
 const GOLDEN_BUNDLE: &str =
@@ -49,7 +48,7 @@ fn seed_guestbook(reg: &Registry) -> Vec<(String, String)> {
             &tag,
             &ImageSpec::new(100 + i as u64, vec![LayerSpec::new(200 + i as u64, 2048)]),
         );
-        support::skopeo_push(layout.path(), &tag, repo_tag, reg);
+        crate::support::skopeo_push(layout.path(), &tag, repo_tag, reg);
         let repo = repo_tag.split(':').next().unwrap();
         let line = golden_lock
             .lines()
@@ -487,7 +486,7 @@ fn hostile_layer(entry: &str, kind: u8, link: &str) -> Vec<u8> {
     } else {
         RawTarEntry::special(entry, kind, link)
     };
-    support::synth::raw_tar(&[RawTarEntry::file("ok.txt", body), hostile], true)
+    crate::support::synth::raw_tar(&[RawTarEntry::file("ok.txt", body), hostile], true)
 }
 
 #[test]

@@ -2,18 +2,17 @@
 //! registries, imported into real registries (plain, and TLS + basic auth), checked through the
 //! registry API and skopeo; tampered archives made by rewriting tar bytes at parsed offsets.
 
-mod support;
-
+use crate::support;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::s;
-use support::{
+use crate::support::s;
+use crate::support::{
     Corpus, ImageSpec, LayerSpec, Registry, airlift, expect_code, expect_ok, registry_state,
     registry_tags,
 };
+use serde_json::Value;
 
 /// Registry flags for airlift talking to `reg` (CA and credentials for the TLS flavour).
 fn reg_flags(reg: &Registry) -> Vec<String> {
@@ -60,7 +59,7 @@ fn small_bundle(reg: &Registry, home: &Path, repo: &str, names: &[&str]) -> supp
     let mut refs = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let tag = format!("t{i}");
-        support::write_oci_image(
+        crate::support::write_oci_image(
             layout.path(),
             &tag,
             &ImageSpec::new(
@@ -71,14 +70,14 @@ fn small_bundle(reg: &Registry, home: &Path, repo: &str, names: &[&str]) -> supp
                 ],
             ),
         );
-        support::skopeo_push(layout.path(), &tag, &format!("{name}:1.0"), reg);
+        crate::support::skopeo_push(layout.path(), &tag, &format!("{name}:1.0"), reg);
         refs.push((
             name.rsplit('/').next().unwrap(),
             reg.reference(&format!("{name}:1.0")),
         ));
     }
     let refs: Vec<(&str, &str)> = refs.iter().map(|(k, r)| (*k, r.as_str())).collect();
-    support::push_bundle(reg, home, repo, &refs)
+    crate::support::push_bundle(reg, home, repo, &refs)
 }
 
 #[test]
@@ -525,7 +524,7 @@ fn interrupted_import_resumes_to_the_same_state_as_an_uninterrupted_one() {
     let mut refs = Vec::new();
     for i in 0..3u64 {
         let tag = format!("big{i}");
-        support::write_oci_image(
+        crate::support::write_oci_image(
             layout.path(),
             &tag,
             &ImageSpec::new(
@@ -534,7 +533,7 @@ fn interrupted_import_resumes_to_the_same_state_as_an_uninterrupted_one() {
             ),
         );
         let repo = format!("heavy/img{i}");
-        support::skopeo_push(layout.path(), &tag, &format!("{repo}:1"), &source);
+        crate::support::skopeo_push(layout.path(), &tag, &format!("{repo}:1"), &source);
         refs.push((format!("img{i}"), source.reference(&format!("{repo}:1"))));
     }
     let refs: Vec<(&str, &str)> = refs.iter().map(|(k, r)| (k.as_str(), r.as_str())).collect();
@@ -624,7 +623,7 @@ fn require_signatures_counts_distinct_trusted_signers() {
         "x",
         &ImageSpec::new(77, vec![LayerSpec::new(770, 4096)]),
     );
-    support::skopeo_push(layout.path(), "x", "sig/app:1", &source);
+    crate::support::skopeo_push(layout.path(), "x", "sig/app:1", &source);
     let (k1, p1) = keygen(h, "alice");
     let (k2, p2) = keygen(h, "bob");
     let root = source.reference("sig/app:1");
@@ -761,8 +760,10 @@ fn to_registry_keeps_repository_paths_and_writes_relocations() {
             "{} (locked by {locked_by})",
             img.repo
         );
-        let raw =
-            support::skopeo_inspect_raw(&format!("mirror/{}@{}", img.repo, img.digest), &target);
+        let raw = crate::support::skopeo_inspect_raw(
+            &format!("mirror/{}@{}", img.repo, img.digest),
+            &target,
+        );
         assert_eq!(support::sha256_digest(&raw), img.digest);
     }
     // Every platform of the index came along.

@@ -1,17 +1,18 @@
 //! `airlift export` end to end: the real binary against a real registry holding the corpus
-//! (tests/support/corpus.rs), the archive checked with independent tools (GNU tar, skopeo,
+//! (tests/it/support/corpus.rs), the archive checked with independent tools (GNU tar, skopeo,
 //! openssl) and by parsing tar headers directly.
 
-mod support;
-
+use crate::support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::{
+    Corpus, ImageSpec, LayerSpec, Registry, airlift, expect_code, expect_ok, run_tool,
+};
 use serde_json::Value;
-use support::{Corpus, ImageSpec, LayerSpec, Registry, airlift, expect_code, expect_ok, run_tool};
 
-use support::s;
+use crate::support::s;
 
 /// Names in a tar file, by GNU tar (`tar -tf`), in order.
 fn gnu_tar_list(archive: &Path) -> Vec<String> {
@@ -35,7 +36,7 @@ fn json(bytes: &[u8]) -> Value {
 fn export(home: &Path, out: &Path, args: &[&str]) -> std::process::Output {
     let mut all = vec!["export", "-q", "-o", s(out)];
     all.extend_from_slice(args);
-    support::airlift_cmd(home)
+    crate::support::airlift_cmd(home)
         .args(&all)
         .env("SOURCE_DATE_EPOCH", "1767225600")
         .output()
@@ -203,7 +204,7 @@ fn outer_bundle_archive_holds_every_blob_once_and_describes_the_graph() {
     let index_bytes = gnu_tar_extract(&out, "index.json");
     assert_eq!(
         manifest["index"]["digest"],
-        support::sha256_digest(&index_bytes).to_string()
+        crate::support::sha256_digest(&index_bytes).to_string()
     );
     let index = json(&index_bytes);
     let refs: BTreeMap<String, String> = index["manifests"]
@@ -243,7 +244,7 @@ fn single_image_archive_is_readable_by_skopeo_and_copies_back_identically() {
             vec![LayerSpec::new(70, 64 * 1024), LayerSpec::new(71, 32 * 1024)],
         ),
     );
-    support::skopeo_push(layout.path(), "x", "solo/app:v1", &reg);
+    crate::support::skopeo_push(layout.path(), "x", "solo/app:v1", &reg);
     let root = reg.reference("solo/app:v1");
     let out = home.path().join("solo.tar");
     expect_ok(&export(home.path(), &out, &["-i", &root, "--unsigned"]));
@@ -272,12 +273,12 @@ fn signatures_verify_with_openssl_and_tampering_is_detected() {
     let reg = Registry::start_plain();
     let home = tempfile::tempdir().unwrap();
     let layout = tempfile::tempdir().unwrap();
-    support::write_oci_image(
+    crate::support::write_oci_image(
         layout.path(),
         "x",
         &ImageSpec::new(8, vec![LayerSpec::new(80, 4096)]),
     );
-    support::skopeo_push(layout.path(), "x", "signed/app:v1", &reg);
+    crate::support::skopeo_push(layout.path(), "x", "signed/app:v1", &reg);
     let key = home.path().join("release");
     expect_ok(&airlift(home.path(), &["keygen", "--out", s(&key)]));
     let (priv_key, pub_key) = (key.with_extension("key"), key.with_extension("pub"));
@@ -402,7 +403,7 @@ fn failed_exports_leave_no_file_and_name_the_cause() {
         "x",
         &ImageSpec::new(9, vec![LayerSpec::new(90, 8192)]),
     );
-    support::skopeo_push(layout.path(), "x", "fail/app:v1", &reg);
+    crate::support::skopeo_push(layout.path(), "x", "fail/app:v1", &reg);
 
     // A tag that does not exist: the reference is named.
     let missing = reg.reference("fail/nope:v1");
@@ -459,13 +460,13 @@ fn one_gib_layer_exports_in_bounded_memory() {
             "big",
             &ImageSpec::new(42, vec![LayerSpec::new(4242, GIB)]),
         );
-        support::skopeo_push(layout.path(), "big", "big/app:v1", &reg);
+        crate::support::skopeo_push(layout.path(), "big", "big/app:v1", &reg);
         img
     };
     assert!(img.layer_sizes[0] > GIB, "uncompressed tar layer");
     let out = home.path().join("big.tar");
     let measured = support::run_measuring_rss(
-        support::airlift_cmd(home.path())
+        crate::support::airlift_cmd(home.path())
             .args(["export", "-q", "--unsigned", "-o", s(&out), "-i"])
             .arg(reg.reference("big/app:v1")),
     );
@@ -475,8 +476,14 @@ fn one_gib_layer_exports_in_bounded_memory() {
         String::from_utf8_lossy(&measured.stderr)
     );
     let peak_mib = measured.peak_rss_kib / 1024;
-    eprintln!("export of a 1 GiB layer: peak RSS {peak_mib} MiB");
-    assert!(peak_mib < 64, "peak RSS {peak_mib} MiB for a 1 GiB layer");
+    eprintln!(
+        "export of a 1 GiB layer: peak RSS {peak_mib} MiB (this process's own peak {} MiB)",
+        measured.inherited_kib / 1024
+    );
+    assert!(
+        measured.peak_within(64 * 1024),
+        "peak RSS {peak_mib} MiB for a 1 GiB layer"
+    );
     let len = std::fs::metadata(&out).unwrap().len();
     assert!(
         len >= img.total_bytes && len <= img.total_bytes + 64 * 1024,

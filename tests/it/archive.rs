@@ -1,8 +1,7 @@
 //! Archive format v1 through the public API: write, read, verify, determinism, openssl
 //! interoperability of keys and signatures, and a tamper matrix.
 
-mod support;
-
+use crate::support;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{Read, Write};
@@ -895,9 +894,9 @@ fn manifest_and_report_match_their_schemas() {
     );
     let manifest: serde_json::Value =
         serde_json::from_slice(&fx.manifest.to_canonical_bytes().unwrap()).unwrap();
-    support::validate_json_schema("manifest.schema.json", &manifest);
+    crate::support::validate_json_schema("manifest.schema.json", &manifest);
     let good = serde_json::to_value(verify(&path, &opts(&[&key]))).unwrap();
-    support::validate_json_schema("verify-report.schema.json", &good);
+    crate::support::validate_json_schema("verify-report.schema.json", &good);
     let mut bytes = fs::read(&path).unwrap();
     let idx = BlobIndex::build(&path).unwrap();
     let (off, _) = idx.get(&fx.layer).unwrap();
@@ -905,7 +904,7 @@ fn manifest_and_report_match_their_schemas() {
     fs::write(&path, &bytes).unwrap();
     let bad = verify(&path, &opts(&[]));
     assert!(!bad.ok);
-    support::validate_json_schema(
+    crate::support::validate_json_schema(
         "verify-report.schema.json",
         &serde_json::to_value(&bad).unwrap(),
     );

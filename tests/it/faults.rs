@@ -5,25 +5,24 @@
 //! Each test compares against the same work done without faults: "it succeeded" is not
 //! enough, the result must be the one an undisturbed run produces.
 
-mod support;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::proxy::{Fault, FaultProxy};
-use support::s;
-use support::synth::{SynthArchive, synth_image};
-use support::{
+use crate::support::proxy::{Fault, FaultProxy};
+use crate::support::s;
+use crate::support::synth::{SynthArchive, synth_image};
+use crate::support::{
     ImageSpec, LayerSpec, Registry, airlift, airlift_cmd, expect_ok, output_text, registry_state,
 };
+use serde_json::Value;
 
 /// A source registry holding one image of three 2 MiB layers (big enough to be cut mid-body).
 fn source_image() -> (Registry, String) {
     let reg = Registry::start_plain();
     let layout = tempfile::tempdir().unwrap();
-    support::write_oci_image(
+    crate::support::write_oci_image(
         layout.path(),
         "v1",
         &ImageSpec::new(
@@ -35,7 +34,7 @@ fn source_image() -> (Registry, String) {
             ],
         ),
     );
-    support::skopeo_push(layout.path(), "v1", "faults/app:v1", &reg);
+    crate::support::skopeo_push(layout.path(), "v1", "faults/app:v1", &reg);
     (reg, "faults/app:v1".to_owned())
 }
 
@@ -331,19 +330,28 @@ struct Tmpfs {
 }
 
 impl Tmpfs {
-    /// `None` when this process may not mount (not root, or the sandbox forbids it).
+    /// `None` only when not root and not in CI: as root (here and in CI), or with `CI=true`,
+    /// a failed mount fails the test, so the ENOSPC half never goes missing unnoticed.
     fn mount(size: &str) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().unwrap();
         // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        let root = unsafe { libc::geteuid() } == 0;
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        if !root && !ci {
             return None;
         }
-        let ok = std::process::Command::new("mount")
+        let out = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(Tmpfs { dir })
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs { dir }),
+            Ok(o) => panic!(
+                "mount -t tmpfs failed (root: {root}, CI: {ci}); the disk-full test needs it: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => panic!("cannot run mount (root: {root}, CI: {ci}): {e}"),
+        }
     }
 
     fn path(&self) -> &Path {
@@ -368,8 +376,9 @@ fn assert_dir_empty(dir: &Path, what: &str) {
 }
 
 /// The disk fills up while exporting: a clear error, no file at the output name, no stray
-/// temporary file. Proven on a real 3 MiB tmpfs (ENOSPC) when this process may mount, and
-/// always with RLIMIT_FSIZE on the child (EFBIG), which fails the same write path.
+/// temporary file. Proven on a real 3 MiB tmpfs (ENOSPC) whenever running as root or in CI
+/// (a failed mount fails the test), and always with RLIMIT_FSIZE on the child (EFBIG),
+/// which fails the same write path.
 #[test]
 fn disk_full_while_exporting_leaves_nothing() {
     let (reg, image) = source_image();
@@ -391,7 +400,7 @@ fn disk_full_while_exporting_leaves_nothing() {
             assert_dir_empty(fs.path(), "tmpfs");
         }
     } else {
-        eprintln!("cannot mount a tmpfs here: only the RLIMIT_FSIZE variant runs");
+        eprintln!("not root and not CI: no tmpfs, only the RLIMIT_FSIZE variant runs");
     }
 
     // RLIMIT_FSIZE: writes past 1 MiB fail with EFBIG (SIGXFSZ ignored, so the child sees

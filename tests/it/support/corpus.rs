@@ -36,8 +36,6 @@ pub struct CorpusImage {
     pub repo: String,
     /// Full tag reference, e.g. `127.0.0.1:PORT/corpus/app-a:v1`.
     pub tag_ref: String,
-    /// Full digest reference, `127.0.0.1:PORT/corpus/app-a@sha256:…`.
-    pub digest_ref: String,
     /// Manifest (or index) digest.
     pub digest: Digest,
 }
@@ -62,8 +60,6 @@ pub struct CorpusBundle {
 /// Everything [`Corpus::build`] pushed.
 #[derive(Debug)]
 pub struct Corpus {
-    /// `127.0.0.1:PORT` of the registry holding the corpus.
-    pub host: String,
     /// `app-a`, `app-b`, `app-c` in that order.
     pub images: Vec<CorpusImage>,
     /// What was written for `app-a`, `app-b`, `app-c` (same order).
@@ -152,7 +148,6 @@ impl Corpus {
             blobs.insert(b.layer.0.to_string(), b.layer.1);
         }
         Corpus {
-            host,
             images,
             written,
             index,
@@ -189,7 +184,6 @@ fn corpus_image(host: &str, repo: &str, digest: &Digest) -> CorpusImage {
     CorpusImage {
         repo: repo.to_owned(),
         tag_ref: format!("{host}/{repo}:v1"),
-        digest_ref: format!("{host}/{repo}@{digest}"),
         digest: digest.clone(),
     }
 }

@@ -2,18 +2,17 @@
 //! by field and against its schema), import receipts (`--receipt`, `verify-receipt`), and
 //! reproducible exports.
 
-mod support;
-
+use crate::support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use airlift::digest::Digest;
-use serde_json::Value;
-use support::{
+use crate::support::{
     ImageSpec, LayerSpec, Registry, WrittenImage, WrittenIndex, airlift_cmd, expect_code,
     expect_ok, s,
 };
+use airlift::digest::Digest;
+use serde_json::Value;
 
 const EPOCH: &str = "1767225600";
 const EPOCH_RFC3339: &str = "2026-01-01T00:00:00Z";
@@ -107,13 +106,13 @@ fn world() -> World {
             ),
         ],
     );
-    support::skopeo_push(&layout, "multi", "apps/multi:1", &reg);
+    crate::support::skopeo_push(&layout, "multi", "apps/multi:1", &reg);
     let plain = support::write_oci_image(
         &layout,
         "plain",
         &ImageSpec::new(6, vec![LayerSpec::new(7, 3000)]),
     );
-    support::skopeo_push(&layout, "plain", "apps/plain:1", &reg);
+    crate::support::skopeo_push(&layout, "plain", "apps/plain:1", &reg);
 
     let plain_lock_ref = format!("{host}/apps/plain@{}", plain.manifest_digest);
     let inner_dir = dir.join("inner");
@@ -225,7 +224,7 @@ fn inspect_reports_what_was_exported() {
         &["inspect", s(&archive), "--json", "--trust", s(&w.public)],
     );
     let report: Value = serde_json::from_str(&expect_ok(&out)).unwrap();
-    support::validate_json_schema("inspect.schema.json", &report);
+    crate::support::validate_json_schema("inspect.schema.json", &report);
     assert_eq!(report.as_array().unwrap().len(), 1);
     let r = &report[0];
     assert_eq!(r["schema"], "airlift-inspect/v1");
@@ -237,7 +236,7 @@ fn inspect_reports_what_was_exported() {
     assert_eq!(r["tool"], format!("airlift {}", env!("CARGO_PKG_VERSION")));
     assert_eq!(
         r["manifestDigest"],
-        support::sha256_digest(&manifest_bytes).to_string()
+        crate::support::sha256_digest(&manifest_bytes).to_string()
     );
     assert_eq!(r["trustChecked"], true);
     assert_eq!(r["validSignatures"], 1);
@@ -354,7 +353,7 @@ fn inspect_reports_what_was_exported() {
     );
     expect_code(&out, 1);
     let many: Value = serde_json::from_slice(&out.stdout).unwrap();
-    support::validate_json_schema("inspect.schema.json", &many);
+    crate::support::validate_json_schema("inspect.schema.json", &many);
     assert_eq!(many[0]["signatures"][0]["status"], "unchecked");
     assert_eq!(many[1]["compressed"], true);
     assert_eq!(many[1]["manifestDigest"], r["manifestDigest"]);
@@ -421,7 +420,7 @@ fn import_receipt_is_written_signed_and_verified() {
     ));
     let bytes = std::fs::read(&receipt).unwrap();
     let r: Value = serde_json::from_slice(&bytes).unwrap();
-    support::validate_json_schema("receipt.schema.json", &r);
+    crate::support::validate_json_schema("receipt.schema.json", &r);
     // Canonical JSON: re-serialising the parsed value gives the same bytes.
     assert_eq!(serde_json::to_vec(&r).unwrap(), bytes);
     assert_eq!(r["format"], "airlift-import-receipt");
@@ -497,7 +496,7 @@ fn import_receipt_is_written_signed_and_verified() {
     // The signature checks with plain openssl, and with verify-receipt.
     let sig = PathBuf::from(format!("{}.sig", receipt.display()));
     assert_eq!(std::fs::read(&sig).unwrap().len(), 64);
-    support::run_tool(
+    crate::support::run_tool(
         Command::new("openssl")
             .args([
                 "pkeyutl",
@@ -562,7 +561,7 @@ fn import_receipt_is_written_signed_and_verified() {
     ));
     assert!(!sig.exists());
     let r2: Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
-    support::validate_json_schema("receipt.schema.json", &r2);
+    crate::support::validate_json_schema("receipt.schema.json", &r2);
     assert!(r2.get("signer").is_none());
     assert_eq!(r2["blobs"].as_array().unwrap().len(), w.blobs.len());
     for b in r2["blobs"].as_array().unwrap() {
@@ -598,8 +597,8 @@ fn exports_are_reproducible_across_concurrency() {
         }
         assert!(outputs[0].len() > 50_000);
         assert_eq!(
-            support::sha256_digest(&outputs[0]),
-            support::sha256_digest(&outputs[1]),
+            crate::support::sha256_digest(&outputs[0]),
+            crate::support::sha256_digest(&outputs[1]),
             "zstd={zstd}: exports differ"
         );
         assert_eq!(outputs[0].starts_with(&[0x28, 0xb5, 0x2f, 0xfd]), zstd);

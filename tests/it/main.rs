@@ -1,0 +1,20 @@
+//! The one integration-test binary: every module below shares one build of `support`, so the
+//! harness compiles and links once instead of once per file.
+
+mod support;
+
+mod archive;
+mod audit;
+mod author;
+mod author_cli;
+mod export;
+mod faults;
+mod fuzz_replay;
+mod harness;
+mod hostile;
+mod import;
+mod reference;
+mod registry;
+mod token_auth;
+mod verify_by_hand;
+mod volumes;
