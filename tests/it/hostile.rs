@@ -697,7 +697,6 @@ fn an_entry_after_the_blobs_is_refused(volume: bool, zstd: bool) {
 }
 
 #[test]
-#[ignore = "import accepts entries after the blobs: fixed by the one archive checker"]
 fn a_signature_after_the_blobs_is_refused() {
     an_entry_after_the_blobs_is_refused(false, false);
 }
@@ -708,7 +707,6 @@ fn a_signature_after_the_blobs_is_refused_zstd() {
 }
 
 #[test]
-#[ignore = "import accepts entries after the blobs: fixed by the one archive checker"]
 fn a_volume_record_after_the_blobs_is_refused() {
     an_entry_after_the_blobs_is_refused(true, false);
 }
@@ -854,19 +852,16 @@ fn closure_break_fails_import(n: usize) {
 }
 
 #[test]
-#[ignore = "import skips the closure check on descriptors and listed blobs: fixed by the one archive checker"]
 fn an_unlisted_descriptor_fails_import() {
     closure_break_fails_import(0);
 }
 
 #[test]
-#[ignore = "import skips the closure check on descriptors and listed blobs: fixed by the one archive checker"]
 fn a_descriptor_of_another_size_fails_import() {
     closure_break_fails_import(1);
 }
 
 #[test]
-#[ignore = "import skips the closure check on descriptors and listed blobs: fixed by the one archive checker"]
 fn an_unreachable_blob_fails_import() {
     closure_break_fails_import(2);
 }

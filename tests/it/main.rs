@@ -7,6 +7,7 @@ mod archive;
 mod audit;
 mod author;
 mod author_cli;
+mod behaviour;
 mod export;
 mod faults;
 mod fuzz_replay;
