@@ -53,6 +53,12 @@ pub struct ImportArgs {
     /// (catches a registry whose storage was altered; costs a download of what was skipped).
     #[arg(long = "verify-existing")]
     pub verify_existing: bool,
+    /// Move tags back to an older release on purpose. Without it, an archive older than the
+    /// one that set a tag (by `sequence`, else `created`) is refused before anything is pushed;
+    /// the record of which archive set each tag lives in the destination repository
+    /// (tag `airlift-tag-provenance`), so every importing host sees it.
+    #[arg(long = "allow-downgrade")]
+    pub allow_downgrade: bool,
     /// Write an import receipt (JSON: archive identity, signers, what went where, every blob).
     #[arg(long = "receipt", value_name = "FILE", conflicts_with = "dry_run")]
     pub receipt: Option<PathBuf>,
@@ -135,6 +141,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<bool> {
         concurrency: usize::from(args.run.concurrency),
         progress: args.run.progress_mode(),
         verify_existing: args.verify_existing,
+        allow_downgrade: args.allow_downgrade,
     };
     let (summary, placement, graph) = import(&registries, opened, &dest, options)
         .await
@@ -148,6 +155,9 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<bool> {
                     .join(" ")
             )
         })?;
+    for r in &summary.rollbacks {
+        eprintln!("warning: rolling back (--allow-downgrade): {r}");
+    }
     if !summary.complete {
         let r = &summary.report;
         eprintln!(

@@ -124,8 +124,9 @@ fn refuse_moved_roots(
             .find(|r| r.reference == root.reference && r.digest != root.digest)
         {
             return Err(TransferError::Usage(format!(
-                "cannot resume: {} now resolves to {}, but the interrupted run exported {}; \
-                 remove the old files or export without --resume",
+                "cannot resume: the source changed since the interrupted run: {} now resolves \
+                 to {}, the interrupted run exported {}; remove the old files or export \
+                 without --resume",
                 root.reference, root.digest, old.digest
             )));
         }

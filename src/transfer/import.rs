@@ -15,6 +15,7 @@ use super::engine::{self, CopyOptions, CopyReport, Reporter};
 use super::graph::Graph;
 use super::place::{Destination, Placement};
 use super::progress::{Progress, ProgressMode};
+use super::provenance;
 use super::relocate::metadata_images;
 use super::volumes::VolumeGate;
 use crate::archive::manifest::Manifest;
@@ -43,6 +44,8 @@ pub struct ImportSummary {
     pub complete: bool,
     /// Volumes still to import before manifests and tags can be pushed.
     pub volumes_needed: Vec<u32>,
+    /// Tags moved back to an older release (only with `allow_downgrade`).
+    pub rollbacks: Vec<String>,
 }
 
 /// How an import runs.
@@ -54,6 +57,8 @@ pub struct ImportOptions {
     pub progress: ProgressMode,
     /// Read back the blobs the destination already has and check their digests.
     pub verify_existing: bool,
+    /// Move tags back to an older release on purpose (a rollback).
+    pub allow_downgrade: bool,
 }
 
 /// Pushes an opened archive to `dest`.
@@ -67,12 +72,17 @@ pub async fn import(
         concurrency,
         progress,
         verify_existing,
+        allow_downgrade,
     } = options;
     let graph = opened.graph.clone();
     let placement = Placement::plan(&graph, dest)?;
     let manifest = &opened.header.manifest;
     // A delta relies on blobs of its base: they must be at the destination before anything else.
     check_base_present(registries, &graph, &placement, manifest).await?;
+    // No tag moves back to an older release, whichever host imported the newer one.
+    let release = release_of(&opened);
+    let (records, rollbacks) =
+        provenance::check(registries, &placement, &release, allow_downgrade).await?;
     // This run pushes what its files carry: for volumes, whole blobs and split blobs with all parts.
     let blobs: Vec<Descriptor> = graph
         .blobs
@@ -104,6 +114,9 @@ pub async fn import(
     let report = engine::copy(&opened, &sink, &graph, blobs, opts, &reporter, &gate).await?;
     progress.finish();
     let complete = report.complete;
+    if complete {
+        provenance::record(registries, &placement, &release, records).await?;
+    }
     let summary = ImportSummary {
         manifest_digest: crate::digest::Digest::sha256_of(&opened.header.manifest_bytes),
         signers: opened.signers.clone(),
@@ -119,8 +132,26 @@ pub async fn import(
         },
         complete,
         volumes_needed: gate.needed.into_inner().unwrap_or_default(),
+        rollbacks,
     };
     Ok((summary, placement, graph))
+}
+
+/// How the tag provenance record names this archive.
+fn release_of(opened: &OpenedArchive) -> provenance::Release {
+    let h = &opened.header;
+    provenance::Release {
+        archive: Digest::sha256_of(&h.manifest_bytes),
+        created: h.manifest.created.clone(),
+        sequence: serde_json::from_slice::<serde_json::Value>(&h.manifest_bytes)
+            .ok()
+            .and_then(|v| v.get("sequence").and_then(|s| s.as_u64())),
+        file: opened
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    }
 }
 
 /// Fails, naming the blobs and the base, unless every blob a delta relies on is at the

@@ -16,6 +16,7 @@ pub use crate::graph;
 pub use crate::store::place;
 pub mod import;
 pub mod progress;
+pub mod provenance;
 pub mod receipt;
 pub mod relocate;
 pub mod volumes;

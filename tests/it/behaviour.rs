@@ -11,11 +11,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use serde_json::Value;
 use crate::support::{
     ImageSpec, LayerSpec, Registry, WrittenImage, airlift, airlift_cmd, expect_code, expect_ok,
     output_text, registry_state, s, skopeo_push, write_oci_image,
 };
+use serde_json::Value;
 
 /// Fixed archive creation time, so that two exports of the same source are byte-identical.
 const EPOCH: &str = "1767225600";
@@ -732,10 +732,16 @@ fn import_to_repo_creates_imgpkgs_tag_set_and_lock() {
         })
         .collect();
     assert_eq!(want.len(), 7, "{want:?}");
+    // imgpkg's tags, plus airlift's record of which archive set the moving tags (rollback
+    // protection); imgpkg and kapp-controller ignore a tag they do not look for.
     let got: BTreeSet<String> = support::registry_tags(&dst, "airgap/guestbook-bundle")
         .into_iter()
         .collect();
     assert_eq!(got, want);
+    assert!(
+        support::all_tags(&dst, "airgap/guestbook-bundle")
+            .contains(&airlift::transfer::provenance::PROVENANCE_TAG.to_owned())
+    );
     assert_eq!(
         support::catalog(&dst),
         vec!["airgap/guestbook-bundle".to_owned()]

@@ -105,8 +105,10 @@ impl Bench {
         self.import_to(archive, "inside/app")
     }
 
-    fn import_to(&self, archive: &Path, repo: &str) -> Outcome {
-        let to_repo = self.target.reference(repo);
+    /// Imports keeping paths under `prefix`: the bench's two roots share the tag `1`, which one
+    /// `--to-repo` repository refuses (one tag cannot name two images).
+    fn import_to(&self, archive: &Path, prefix: &str) -> Outcome {
+        let to = self.target.reference(prefix);
         run(
             self.h(),
             self.cwd.path(),
@@ -114,8 +116,8 @@ impl Bench {
                 "import",
                 "-q",
                 s(archive),
-                "--to-repo",
-                &to_repo,
+                "--to-registry",
+                &to,
                 "--trust",
                 s(&self.pubkey),
             ],
@@ -221,7 +223,13 @@ fn good_archive_is_accepted_by_the_same_bench() {
     let out = b.import(&path);
     assert!(out.success, "{}", out.text);
     assert!(out.rss_kib < out.rss_limit_kib, "{} KiB", out.rss_kib);
-    assert_eq!(support::catalog(&b.target), vec!["inside/app".to_owned()]);
+    assert_eq!(
+        support::catalog(&b.target),
+        vec![
+            "inside/app/hostile/a".to_owned(),
+            "inside/app/hostile/b".to_owned()
+        ]
+    );
 }
 
 #[test]

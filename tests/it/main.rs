@@ -16,6 +16,7 @@ mod hostile;
 mod import;
 mod reference;
 mod registry;
+mod rollback;
 mod token_auth;
 mod verify_by_hand;
 mod volumes;

@@ -95,7 +95,7 @@ pub use schema::validate_json_schema;
 pub use skopeo::{
     skopeo_inspect_raw, skopeo_list_tags, skopeo_pull, skopeo_push, skopeo_push_with_creds,
 };
-pub use state::{registry_state, registry_tags};
+pub use state::{all_tags, registry_state, registry_tags};
 
 use airlift::digest::Digest;
 use sha2::{Digest as _, Sha256};

@@ -9,9 +9,18 @@ use super::http::{catalog, http_get};
 use super::registry::Registry;
 use super::skopeo::skopeo_inspect_raw;
 
+/// Sorted tags of `repo` that name content, leaving out airlift's own tag provenance record
+/// (bookkeeping for rollback protection, tested on its own in `rollback.rs`), so that results
+/// compare equal however the same content arrived.
+pub fn registry_tags(reg: &Registry, repo: &str) -> Vec<String> {
+    let mut t = all_tags(reg, repo);
+    t.retain(|t| t != airlift::transfer::provenance::PROVENANCE_TAG);
+    t
+}
+
 /// Sorted tags of `repo`, empty when the repository does not exist (a failed import may leave
 /// blobs but no tag); panics with the registry's answer on any other non-200 status.
-pub fn registry_tags(reg: &Registry, repo: &str) -> Vec<String> {
+pub fn all_tags(reg: &Registry, repo: &str) -> Vec<String> {
     let resp = http_get(reg, &format!("/v2/{repo}/tags/list?n=10000"));
     if resp.status == 404 {
         return Vec::new();
