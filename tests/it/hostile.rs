@@ -873,3 +873,76 @@ fn a_descriptor_of_another_size_fails_import() {
 fn an_unreachable_blob_fails_import() {
     closure_break_fails_import(2);
 }
+
+/// Rules of the leading entries and of the signed blob table, each broken alone: both
+/// commands name the rule.
+#[test]
+fn leading_entry_and_blob_table_rules_name_the_fault() {
+    let b = Bench::new();
+    let second = keys::generate().unwrap();
+    let two = b.archive.entries(&[b.key.clone(), second]);
+    let sig_at: Vec<usize> = two
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.name.starts_with("airlift/signatures/"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(sig_at.len(), 2);
+
+    // The same signature entry twice.
+    let mut v = b.entries();
+    let at = v
+        .iter()
+        .position(|e| e.name.starts_with("airlift/signatures/"))
+        .unwrap();
+    v.insert(at + 1, v[at].clone());
+    b.refused(
+        "signature twice",
+        &raw_tar(&v, true),
+        "appears twice",
+        false,
+    );
+
+    // Two signatures, out of fingerprint order.
+    let mut v = two.clone();
+    v.swap(sig_at[0], sig_at[1]);
+    b.refused(
+        "signatures out of order",
+        &raw_tar(&v, true),
+        "signatures sorted by fingerprint",
+        false,
+    );
+
+    // oci-layout one byte over its limit.
+    let mut v = b.entries();
+    let mut layout = br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec();
+    layout.resize(4097, b' ');
+    v[0] = RawTarEntry::file("oci-layout", layout);
+    b.refused(
+        "oci-layout of 4097 bytes",
+        &raw_tar(&v, true),
+        "limit 4096",
+        false,
+    );
+
+    // The signed blob table out of order, and with an entry twice.
+    for (what, edit) in [
+        (
+            "blob table unsorted",
+            (|m: &mut Manifest| m.blobs.reverse()) as fn(&mut Manifest),
+        ),
+        ("blob table with a duplicate", |m: &mut Manifest| {
+            let first = m.blobs[0].clone();
+            m.blobs.insert(1, first);
+        }),
+    ] {
+        let mut archive = b.archive.clone();
+        edit(&mut archive.manifest);
+        b.refused(
+            what,
+            &raw_tar(&archive.entries(std::slice::from_ref(&b.key)), true),
+            "blob table not sorted by digest or has duplicates",
+            false,
+        );
+    }
+}
