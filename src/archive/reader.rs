@@ -551,14 +551,6 @@ impl BlobIndex {
         let (offset, size) = self.get(digest).ok_or_else(|| ArchiveError::Unlisted {
             name: EntryName::blob(digest),
         })?;
-        let ctx = || format!("reading {}", self.path.display());
-        let mut file = File::open(&self.path).map_err(ArchiveError::io(ctx()))?;
-        file.seek(SeekFrom::Start(offset))
-            .map_err(ArchiveError::io(ctx()))?;
-        Ok(VerifyingReader::new(
-            BufReader::with_capacity(256 * 1024, file).take(size),
-            digest.clone(),
-            Some(size),
-        ))
+        self.open_range(offset, size, digest)
     }
 }

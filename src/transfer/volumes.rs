@@ -8,14 +8,13 @@ use futures::StreamExt;
 
 use super::TransferError;
 use super::engine::{CopyReport, Hooks};
-use super::import::OpenedArchive;
 use crate::archive::manifest::Manifest;
 use crate::digest::Digest;
 use crate::graph::Graph;
 use crate::oci::Descriptor;
 use crate::reference::Reference;
 use crate::registry::Registries;
-use crate::store::archive::{Segment, VolumeSource, segment_stream};
+use crate::store::archive::{ArchiveStore as OpenedArchive, Segment, VolumeSource, segment_stream};
 use crate::store::place::Placement;
 
 /// Holds manifests and tags back until every carried blob is at the destination (a volume

@@ -2,7 +2,9 @@
 //! host imported the newer one; `--allow-downgrade` rolls back on purpose and says so.
 
 use std::path::Path;
+use std::time::Duration;
 
+use crate::support::proxy::{Fault, FaultProxy};
 use crate::support::{
     ImageSpec, LayerSpec, Registry, airlift, airlift_cmd, expect_failed, expect_ok, s, skopeo_push,
     write_oci_image,
@@ -230,7 +232,10 @@ fn a_rerun_puts_no_tag_again() {
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     let archive = one_image(h, &src, "app", 9);
-    let to = dest.reference("mirror");
+    // Delay(0) rules change nothing; the proxy logs each request they match.
+    let proxy = FaultProxy::start(dest.port());
+    proxy.inject(Fault::Delay(Duration::ZERO), 10_000, "PUT ");
+    let to = proxy.reference("mirror");
     let import = || {
         airlift(
             h,
@@ -245,22 +250,25 @@ fn a_rerun_puts_no_tag_again() {
         )
     };
     let tag_puts = || {
-        dest.log()
-            .lines()
-            .filter(|l| l.contains("PUT") && l.contains("/manifests/1.0"))
+        proxy
+            .log()
+            .iter()
+            .filter(|l| l.contains("/manifests/1.0"))
             .count()
     };
     expect_ok(&import());
     let first = tag_puts();
-    assert!(
-        first >= 1,
-        "the first run set the tag (registry log):\n{}",
-        dest.log()
+    assert_eq!(
+        first,
+        1,
+        "the first run set the tag once: {:#?}",
+        proxy.log()
     );
     expect_ok(&import());
     assert_eq!(
         tag_puts(),
         first,
-        "the re-run PUT a tag that was already right"
+        "the re-run PUT a tag that was already right: {:#?}",
+        proxy.log()
     );
 }
