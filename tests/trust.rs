@@ -1,0 +1,275 @@
+//! Trust, round 2: hostile registries (oversized manifests, stalls), the files airlift writes
+//! (planted symlinks, unrelated `.partial` files), private key permissions, freeze fields.
+//!
+//! Registries are real `docker-registry` instances; the two faults a real registry cannot
+//! produce (a 300 MiB manifest, a response that stops mid-body) come from [`Hostile`], a tiny
+//! HTTP/1.1 server of this file's own on 127.0.0.1.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::synth::{SynthArchive, synth_image};
+use support::{airlift, airlift_cmd, expect_code, s};
+
+/// Size of the manifest the hostile registry offers: far above the 4 MiB limit.
+const HUGE: u64 = 300 << 20;
+
+/// What the hostile registry does with every request other than `GET /v2/`.
+#[derive(Clone, Copy, Debug)]
+enum Behaviour {
+    /// A 300 MiB manifest with an honest `Content-Length`.
+    HugeWithLength,
+    /// A 300 MiB manifest, chunked: no length to refuse on, the limit must apply while reading.
+    HugeChunked,
+    /// Half a response (head with `Content-Length: 1000` and 10 bytes; HEAD: half a head),
+    /// then silence with the socket kept open.
+    Stall,
+}
+
+/// A misbehaving registry on 127.0.0.1; dropping it releases every held connection.
+struct Hostile {
+    port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl Hostile {
+    fn start(behaviour: Behaviour) -> Hostile {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind hostile registry");
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = Arc::clone(&stop);
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let st = Arc::clone(&st);
+                thread::spawn(move || {
+                    let _ = serve_hostile(conn, behaviour, &st);
+                });
+            }
+        });
+        Hostile { port, stop }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Hostile {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// One connection, one request: answers `GET /v2/` properly and misbehaves on the rest.
+fn serve_hostile(conn: TcpStream, behaviour: Behaviour, stop: &AtomicBool) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut r = BufReader::new(conn.try_clone()?);
+    let mut first = String::new();
+    r.read_line(&mut first)?;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+            break;
+        }
+    }
+    let mut w = conn;
+    if first.starts_with("GET /v2/ ") {
+        w.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+        )?;
+        return Ok(());
+    }
+    let head = first.starts_with("HEAD ");
+    let mt = "application/vnd.oci.image.manifest.v1+json";
+    match behaviour {
+        Behaviour::HugeWithLength | Behaviour::HugeChunked => {
+            let chunked = matches!(behaviour, Behaviour::HugeChunked);
+            let framing = if chunked {
+                "Transfer-Encoding: chunked".to_owned()
+            } else {
+                format!("Content-Length: {HUGE}")
+            };
+            write!(
+                w,
+                "HTTP/1.1 200 OK\r\nContent-Type: {mt}\r\n{framing}\r\nConnection: close\r\n\r\n"
+            )?;
+            if head {
+                return Ok(());
+            }
+            let block = vec![b' '; 64 << 10];
+            let mut sent = 0u64;
+            while sent < HUGE && !stop.load(Ordering::SeqCst) {
+                if chunked {
+                    write!(w, "{:x}\r\n", block.len())?;
+                    w.write_all(&block)?;
+                    w.write_all(b"\r\n")?;
+                } else {
+                    w.write_all(&block)?;
+                }
+                sent += block.len() as u64;
+            }
+            if chunked {
+                w.write_all(b"0\r\n\r\n")?;
+            }
+        }
+        Behaviour::Stall => {
+            if head {
+                w.write_all(b"HTTP/1.1 200 OK\r\n")?;
+            } else {
+                write!(
+                    w,
+                    "HTTP/1.1 200 OK\r\nContent-Type: {mt}\r\nContent-Length: 1000\r\n\r\n{{\"schemaVe"
+                )?;
+            }
+            w.flush()?;
+            let held = Instant::now();
+            while !stop.load(Ordering::SeqCst) && held.elapsed() < Duration::from_secs(300) {
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `cmd`, killing it (by its PID) if it has not exited within `limit`; `None` then.
+fn run_within(cmd: &mut Command, limit: Duration) -> Option<(Output, Duration)> {
+    let started = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn airlift");
+    while started.elapsed() < limit {
+        if child.try_wait().expect("wait for airlift").is_some() {
+            let out = child.wait_with_output().expect("collect output");
+            return Some((out, started.elapsed()));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn oversized_manifest_is_refused_without_buffering_it() {
+    for behaviour in [Behaviour::HugeWithLength, Behaviour::HugeChunked] {
+        let hostile = Hostile::start(behaviour);
+        let home = tempfile::tempdir().unwrap();
+        let out = home.path().join("out.tar");
+        let reference = format!("{}/huge/app:v1", hostile.host());
+        let m = support::run_measuring_rss(airlift_cmd(home.path()).args([
+            "export",
+            "-q",
+            "-i",
+            &reference,
+            "-o",
+            s(&out),
+            "--unsigned",
+            "--registry-retry-count",
+            "0",
+        ]));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&m.stdout),
+            String::from_utf8_lossy(&m.stderr)
+        );
+        assert!(
+            m.peak_rss_kib < 120 * 1024,
+            "{behaviour:?}: peak RSS {} KiB: the manifest was buffered before the limit applied",
+            m.peak_rss_kib
+        );
+        assert_eq!(m.status.code(), Some(1), "{behaviour:?}: {text}");
+        assert!(
+            text.contains(&hostile.host()) && text.contains("limit"),
+            "{behaviour:?}: the error names the registry and the limit: {text}"
+        );
+        assert!(!out.exists(), "{behaviour:?}: an archive was written");
+    }
+}
+
+#[test]
+fn stalled_registry_fails_export_and_import_in_bounded_time() {
+    let hostile = Hostile::start(Behaviour::Stall);
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let bounded = ["--registry-timeout", "1", "--registry-retry-count", "1"];
+
+    let out = h.join("out.tar");
+    let reference = format!("{}/stall/app:v1", hostile.host());
+    let mut export = airlift_cmd(h);
+    export
+        .args([
+            "export",
+            "-q",
+            "-i",
+            &reference,
+            "-o",
+            s(&out),
+            "--unsigned",
+        ])
+        .args(bounded);
+    let (o, took) = run_within(&mut export, Duration::from_secs(60))
+        .expect("export against a stalled registry still running after 60 s");
+    let t = expect_code(&o, 1);
+    assert!(
+        t.contains(&hostile.host()) && t.contains("--registry-timeout"),
+        "export's error names the registry and what to do: {t}"
+    );
+    assert!(took < Duration::from_secs(30), "export took {took:?}");
+    assert!(!out.exists());
+
+    let archive = h.join("synth.tar");
+    SynthArchive::of_images(&[("src.example/a/b:v1".to_owned(), synth_image(7, &[4096]))]).write(
+        &archive,
+        false,
+        &[],
+    );
+    let to_repo = format!("{}/stall/dest", hostile.host());
+    let mut import = airlift_cmd(h);
+    import
+        .args(["import", "-q", s(&archive), "--to-repo", &to_repo])
+        .arg("--allow-unsigned")
+        .args(bounded);
+    let (o, took) = run_within(&mut import, Duration::from_secs(60))
+        .expect("import into a stalled registry still running after 60 s");
+    let t = expect_code(&o, 1);
+    assert!(
+        t.contains(&hostile.host()) && t.contains("--registry-timeout"),
+        "import's error names the registry and what to do: {t}"
+    );
+    assert!(took < Duration::from_secs(30), "import took {took:?}");
+    eprintln!("import against a stalled registry: {t}");
+}
+
+#[test]
+fn registry_timeout_must_be_positive() {
+    let home = tempfile::tempdir().unwrap();
+    let out = airlift(
+        home.path(),
+        &[
+            "export",
+            "-i",
+            "127.0.0.1:1/a:b",
+            "-o",
+            "x.tar",
+            "--unsigned",
+            "--registry-timeout",
+            "0",
+        ],
+    );
+    let t = expect_code(&out, 2);
+    assert!(t.contains("--registry-timeout"), "{t}");
+}
