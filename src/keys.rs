@@ -104,25 +104,18 @@ pub fn write_keypair(base: &Path) -> Result<(SigningKey, PathBuf, PathBuf), KeyE
         let path = path.to_path_buf();
         move |source| KeyError::Io { path, source }
     };
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&key_path).map_err(io(&key_path))?;
+    let mut f =
+        crate::fsutil::create_new(&key_path, crate::fsutil::PRIVATE).map_err(io(&key_path))?;
     f.write_all(private_pem.as_bytes())
         .and_then(|_| f.sync_all())
         .map_err(io(&key_path))?;
-    let mut p = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&pub_path)
-        .map_err(io(&pub_path))?;
+    let mut p =
+        crate::fsutil::create_new(&pub_path, crate::fsutil::PUBLIC).map_err(io(&pub_path))?;
     p.write_all(public_pem.as_bytes())
         .and_then(|_| p.sync_all())
         .map_err(io(&pub_path))?;
+    let dir = key_path.parent().filter(|d| !d.as_os_str().is_empty());
+    crate::fsutil::sync_dir(dir.unwrap_or(Path::new("."))).map_err(io(&key_path))?;
     Ok((key, key_path, pub_path))
 }
 

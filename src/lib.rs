@@ -12,6 +12,7 @@
 pub mod archive;
 pub mod author;
 pub mod digest;
+pub mod fsutil;
 pub mod keys;
 pub mod oci;
 pub mod reference;

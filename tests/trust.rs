@@ -9,6 +9,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -272,4 +273,131 @@ fn registry_timeout_must_be_positive() {
     );
     let t = expect_code(&out, 2);
     assert!(t.contains("--registry-timeout"), "{t}");
+}
+
+/// A symlink at `link` pointing to `victim`, which holds `VICTIM`.
+fn plant(link: &Path, victim: &Path) {
+    std::fs::write(victim, VICTIM).unwrap();
+    std::os::unix::fs::symlink(victim, link).unwrap();
+}
+
+const VICTIM: &str = "victim: must stay untouched\n";
+
+fn assert_untouched(victim: &Path) {
+    assert_eq!(
+        std::fs::read_to_string(victim).unwrap(),
+        VICTIM,
+        "{} was written through a planted symlink",
+        victim.display()
+    );
+}
+
+fn assert_regular(path: &Path) {
+    let m = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        m.file_type().is_file(),
+        "{} is not a regular file",
+        path.display()
+    );
+}
+
+#[test]
+fn outputs_never_follow_planted_symlinks_nor_clobber_neighbours() {
+    let reg = support::Registry::start_plain();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let out = h.join("out");
+    let victims = h.join("victims");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&victims).unwrap();
+
+    // What the old temp-name scheme (`with_extension("partial")`, `FILE.partial`) would use.
+    let lock = out.join("release-1.0");
+    plant(&out.join("release-1.0.partial"), &victims.join("a"));
+    std::fs::write(out.join("release-1.partial"), "unrelated\n").unwrap();
+    let receipt = out.join("receipt.json");
+    plant(&out.join("receipt.json.partial"), &victims.join("b"));
+    plant(&out.join("receipt.json.sig.partial"), &victims.join("c"));
+    // And a symlink at the output name itself: replaced, not written through.
+    plant(&out.join("receipt.json.sig"), &victims.join("d"));
+
+    let key = h.join("signer");
+    support::expect_ok(&airlift(h, &["keygen", "--out", s(&key)]));
+    let archive = h.join("synth.tar");
+    SynthArchive::of_images(&[("src.example/a/b:v1".to_owned(), synth_image(8, &[4096]))]).write(
+        &archive,
+        false,
+        &[],
+    );
+    let to_repo = reg.reference("trust/dest");
+    support::expect_ok(&airlift(
+        h,
+        &[
+            "import",
+            "-q",
+            s(&archive),
+            "--to-repo",
+            &to_repo,
+            "--allow-unsigned",
+            "--lock-output",
+            s(&lock),
+            "--receipt",
+            s(&receipt),
+            "--receipt-key",
+            s(&key.with_extension("key")),
+        ],
+    ));
+    for v in ["a", "b", "c", "d"] {
+        assert_untouched(&victims.join(v));
+    }
+    for f in [&lock, &receipt, &out.join("receipt.json.sig")] {
+        assert_regular(f);
+    }
+    assert!(
+        std::fs::read_to_string(&lock)
+            .unwrap()
+            .contains("kind: ImagesLock"),
+        "--lock-output release-1.0 wrote release-1.0"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("release-1.partial")).unwrap(),
+        "unrelated\n",
+        "an unrelated release-1.partial was destroyed"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&receipt).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "receipt mode {mode:o}");
+
+    // `lock --lock-output` onto a planted symlink.
+    let config = h.join("config.yml");
+    let image = std::fs::read_to_string(&lock)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let (_, v) = l.split_once("image: ")?;
+            Some(v.trim().trim_matches('"').to_owned())
+        })
+        .expect("an image in the relocated lock");
+    std::fs::write(&config, format!("image: {image}\n")).unwrap();
+    let images_yml = out.join("images.yml");
+    plant(&images_yml, &victims.join("e"));
+    support::expect_ok(&airlift(
+        h,
+        &[
+            "lock",
+            "-q",
+            "-f",
+            s(&config),
+            "--lock-output",
+            s(&images_yml),
+        ],
+    ));
+    assert_untouched(&victims.join("e"));
+    assert_regular(&images_yml);
+
+    // keygen onto a planted symlink: refused, victim untouched.
+    plant(&out.join("k.key"), &victims.join("f"));
+    let o = airlift(h, &["keygen", "--out", s(&out.join("k"))]);
+    assert!(!o.status.success(), "keygen wrote through a symlink");
+    assert_untouched(&victims.join("f"));
 }
