@@ -401,3 +401,218 @@ fn outputs_never_follow_planted_symlinks_nor_clobber_neighbours() {
     assert!(!o.status.success(), "keygen wrote through a symlink");
     assert_untouched(&victims.join("f"));
 }
+
+#[test]
+fn private_keys_readable_by_others_are_refused_unless_allowed() {
+    use std::os::unix::fs::PermissionsExt;
+    let reg = support::Registry::start_plain();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let base = h.join("signer");
+    support::expect_ok(&airlift(h, &["keygen", "--out", s(&base)]));
+    let key = h.join("signer.key");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "keygen wrote the key with mode {mode:o}");
+
+    for loose in [0o640, 0o604] {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(loose)).unwrap();
+        // export: refused before any registry is contacted.
+        let out = h.join("x.tar");
+        let export = [
+            "export",
+            "-q",
+            "-i",
+            "127.0.0.1:1/none/app:v1",
+            "-o",
+            s(&out),
+            "--sign-key",
+            s(&key),
+            "--registry-retry-count",
+            "0",
+        ];
+        let t = support::expect_failed(&airlift(h, &export));
+        assert!(
+            t.contains(&format!("chmod 600 {}", key.display())),
+            "mode {loose:o}: {t}"
+        );
+        // With the override the key is accepted: what fails now is the (absent) registry.
+        let mut allowed = export.to_vec();
+        allowed.push("--allow-insecure-key-permissions");
+        let t = support::expect_failed(&airlift(h, &allowed));
+        assert!(!t.contains("chmod 600") && t.contains("127.0.0.1:1"), "{t}");
+    }
+
+    // import --receipt-key: refused, then accepted with the override.
+    let archive = h.join("synth.tar");
+    SynthArchive::of_images(&[("src.example/a/b:v1".to_owned(), synth_image(9, &[4096]))]).write(
+        &archive,
+        false,
+        &[],
+    );
+    let receipt = h.join("receipt.json");
+    let to_repo = reg.reference("trust/keys");
+    let import = [
+        "import",
+        "-q",
+        s(&archive),
+        "--to-repo",
+        &to_repo,
+        "--allow-unsigned",
+        "--receipt",
+        s(&receipt),
+        "--receipt-key",
+        s(&key),
+    ];
+    let t = support::expect_failed(&airlift(h, &import));
+    assert!(t.contains("chmod 600"), "{t}");
+    assert!(!receipt.exists());
+    let mut allowed = import.to_vec();
+    allowed.push("--allow-insecure-key-permissions");
+    support::expect_ok(&airlift(h, &allowed));
+    assert!(receipt.exists() && h.join("receipt.json.sig").exists());
+}
+
+#[test]
+fn require_signatures_zero_is_a_usage_error() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    support::expect_ok(&airlift(h, &["keygen", "--out", s(&h.join("k"))]));
+    let archive = h.join("synth.tar");
+    SynthArchive::of_images(&[("src.example/a/b:v1".to_owned(), synth_image(10, &[64]))]).write(
+        &archive,
+        false,
+        &[],
+    );
+    let pubkey = h.join("k.pub");
+    let t = expect_code(
+        &airlift(
+            h,
+            &[
+                "verify",
+                s(&archive),
+                "--trust",
+                s(&pubkey),
+                "--require-signatures",
+                "0",
+            ],
+        ),
+        2,
+    );
+    assert!(t.contains("--require-signatures"), "{t}");
+}
+
+#[test]
+fn a_volume_record_in_a_plain_archive_is_named_as_such() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let archive = h.join("synth.tar");
+    SynthArchive::of_images(&[("src.example/a/b:v1".to_owned(), synth_image(11, &[64]))]).write(
+        &archive,
+        false,
+        &[],
+    );
+    let bytes = std::fs::read(&archive).unwrap();
+    let index = support::tar_entries(&bytes)
+        .into_iter()
+        .find(|e| e.name == "index.json")
+        .expect("index.json entry");
+    let at = (index.data_offset + index.size).div_ceil(512) * 512;
+    let record = br#"{"volume":1}"#;
+    let mut forged = bytes[..at].to_vec();
+    forged.extend_from_slice(&support::ustar_header(
+        "airlift/volume.json",
+        record.len() as u64,
+    ));
+    forged.extend_from_slice(record);
+    forged.resize(forged.len().div_ceil(512) * 512, 0);
+    forged.extend_from_slice(&bytes[at..]);
+    let bad = h.join("bad.tar");
+    std::fs::write(&bad, forged).unwrap();
+    let t = expect_code(&airlift(h, &["verify", s(&bad), "--allow-unsigned"]), 1);
+    assert!(
+        t.contains("airlift/volume.json") && t.contains("declares no volume set"),
+        "{t}"
+    );
+    assert!(!t.contains("appears twice"), "{t}");
+}
+
+#[test]
+fn expired_archives_are_refused_unless_allowed() {
+    let src = support::Registry::start_plain();
+    let dst = support::Registry::start_plain();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let layout = h.join("layout");
+    support::write_oci_image(
+        &layout,
+        "v1",
+        &support::ImageSpec::new(40, vec![support::LayerSpec::new(41, 4096)]),
+    );
+    support::skopeo_push(&layout, "v1", "trust/app:v1", &src);
+    let export = |out: &Path, expires: &str| {
+        support::expect_ok(
+            &airlift_cmd(h)
+                .env("SOURCE_DATE_EPOCH", "1700000000")
+                .args([
+                    "export",
+                    "-q",
+                    "-i",
+                    &src.reference("trust/app:v1"),
+                    "-o",
+                    s(out),
+                ])
+                .args(["--unsigned", "--sequence", "7", "--expires", expires])
+                .output()
+                .unwrap(),
+        );
+    };
+    // Created 2023-11-14T22:13:20Z: one day later is long past.
+    let old = h.join("old.tar");
+    export(&old, "1d");
+    let fresh = h.join("fresh.tar");
+    export(&fresh, "2999-01-01T00:00:00Z");
+    let manifest =
+        support::run_tool(Command::new("tar").args(["-xOf", s(&old), "airlift/manifest.json"]));
+    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    assert_eq!(m["sequence"], 7);
+    assert_eq!(m["expires"], "2023-11-15T22:13:20Z");
+    support::validate_json_schema("manifest.schema.json", &m);
+
+    let t = expect_code(&airlift(h, &["verify", s(&old), "--allow-unsigned"]), 1);
+    assert!(
+        t.contains("expired at 2023-11-15T22:13:20Z") && t.contains("--allow-expired"),
+        "{t}"
+    );
+    let t = expect_code(
+        &airlift(
+            h,
+            &["verify", s(&old), "--allow-unsigned", "--allow-expired"],
+        ),
+        0,
+    );
+    assert!(t.contains("warning") && t.contains("expired"), "{t}");
+    expect_code(&airlift(h, &["verify", s(&fresh), "--allow-unsigned"]), 0);
+
+    let to_repo = dst.reference("trust/dest");
+    let import = [
+        "import",
+        "-q",
+        s(&old),
+        "--to-repo",
+        &to_repo,
+        "--allow-unsigned",
+    ];
+    let t = expect_code(&airlift(h, &import), 1);
+    assert!(
+        t.contains("expired") && t.contains("--allow-expired"),
+        "{t}"
+    );
+    assert!(
+        support::catalog(&dst).is_empty(),
+        "an expired archive pushed something"
+    );
+    let mut allowed = import.to_vec();
+    allowed.push("--allow-expired");
+    let t = expect_code(&airlift(h, &allowed), 0);
+    assert!(t.contains("warning") && t.contains("expired"), "{t}");
+}

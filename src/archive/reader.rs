@@ -304,6 +304,14 @@ impl ArchiveReader {
             EntryName::Signature(_) => {
                 return Err(order(&name, "only blob entries after index.json"));
             }
+            EntryName::Volume if self.header.volume.is_none() => {
+                return Err(ArchiveError::Invalid {
+                    name: e.name,
+                    reason: "a volume record in an archive whose signed manifest declares no \
+                             volume set (only volumes of a --volume-size export carry one)"
+                        .into(),
+                });
+            }
             _ => return Err(ArchiveError::Duplicate { name: e.name }),
         }
         let Some(&pos) = self.position.get(&e.name) else {

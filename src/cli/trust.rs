@@ -18,7 +18,8 @@ pub struct TrustArgs {
         long = "require-signatures",
         value_name = "N",
         default_value_t = 1,
-        requires = "trust"
+        requires = "trust",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
     )]
     pub require_signatures: usize,
     /// Accept an archive without trusted signatures (content digests are still checked).

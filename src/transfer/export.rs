@@ -50,6 +50,8 @@ pub struct ExportOptions {
     pub prefetch: usize,
     /// Progress display.
     pub progress: ProgressMode,
+    /// The signed `sequence` and `expires` freeze fields.
+    pub freeze: crate::archive::manifest::Freeze,
 }
 
 /// What an export wrote.
@@ -360,6 +362,7 @@ pub async fn export(
         _ => opts.created,
     };
     let (mut manifest, index_json) = build_manifest_model(graph, created)?;
+    opts.freeze.apply(&mut manifest, created);
     let mut base_blobs = 0;
     if let Some(base) = &opts.base {
         for b in manifest.blobs.iter_mut() {
