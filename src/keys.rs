@@ -34,6 +34,18 @@ pub enum KeyError {
     /// The operating system's random source failed.
     #[error("cannot get random bytes for a new key: {0}")]
     Random(String),
+    /// A private key file that group or others may read.
+    #[error(
+        "{path}: private key is accessible by others (mode {mode:04o}); run `chmod 600 {path}` \
+         (or pass --allow-insecure-key-permissions)",
+        path = path.display()
+    )]
+    InsecurePermissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// Reading or writing a key file failed.
     #[error("{path}: {source}")]
     Io {
@@ -104,25 +116,18 @@ pub fn write_keypair(base: &Path) -> Result<(SigningKey, PathBuf, PathBuf), KeyE
         let path = path.to_path_buf();
         move |source| KeyError::Io { path, source }
     };
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&key_path).map_err(io(&key_path))?;
+    let mut f =
+        crate::fsutil::create_new(&key_path, crate::fsutil::PRIVATE).map_err(io(&key_path))?;
     f.write_all(private_pem.as_bytes())
         .and_then(|_| f.sync_all())
         .map_err(io(&key_path))?;
-    let mut p = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&pub_path)
-        .map_err(io(&pub_path))?;
+    let mut p =
+        crate::fsutil::create_new(&pub_path, crate::fsutil::PUBLIC).map_err(io(&pub_path))?;
     p.write_all(public_pem.as_bytes())
         .and_then(|_| p.sync_all())
         .map_err(io(&pub_path))?;
+    let dir = key_path.parent().filter(|d| !d.as_os_str().is_empty());
+    crate::fsutil::sync_dir(dir.unwrap_or(Path::new("."))).map_err(io(&key_path))?;
     Ok((key, key_path, pub_path))
 }
 
@@ -146,11 +151,18 @@ pub fn public_key_pem(key: &VerifyingKey) -> Result<String, KeyError> {
 }
 
 fn read_small(path: &Path) -> Result<Vec<u8>, KeyError> {
+    Ok(read_small_with_mode(path)?.0)
+}
+
+/// The file's bytes and its permission bits, both from the same open file.
+fn read_small_with_mode(path: &Path) -> Result<(Vec<u8>, u32), KeyError> {
+    use std::os::unix::fs::PermissionsExt;
     let io = |source| KeyError::Io {
         path: path.to_path_buf(),
         source,
     };
     let f = fs::File::open(path).map_err(io)?;
+    let mode = f.metadata().map_err(io)?.permissions().mode();
     let mut buf = Vec::new();
     f.take(MAX_KEY_FILE + 1).read_to_end(&mut buf).map_err(io)?;
     if buf.len() as u64 > MAX_KEY_FILE {
@@ -159,7 +171,7 @@ fn read_small(path: &Path) -> Result<Vec<u8>, KeyError> {
             reason: format!("larger than {MAX_KEY_FILE} bytes"),
         });
     }
-    Ok(buf)
+    Ok((buf, mode))
 }
 
 fn algorithm_name(oid: &str) -> String {
@@ -181,9 +193,27 @@ fn decode_pem(path: &Path, text: &[u8]) -> Result<(String, Vec<u8>), KeyError> {
 }
 
 /// Reads a PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`), as written by
-/// [`write_keypair`] or `openssl genpkey -algorithm ed25519`.
+/// [`write_keypair`] or `openssl genpkey -algorithm ed25519`; refuses one that group or
+/// others can read.
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
-    let text = read_small(path)?;
+    load_signing_key_with(path, false)
+}
+
+/// [`load_signing_key`], where `allow_insecure` (`--allow-insecure-key-permissions`) accepts
+/// a key file readable by group or others, as ssh refuses to by default.
+pub fn load_signing_key_with(path: &Path, allow_insecure: bool) -> Result<SigningKey, KeyError> {
+    let (key, mode) = parse_signing_key(path)?;
+    if mode & 0o077 != 0 && !allow_insecure {
+        return Err(KeyError::InsecurePermissions {
+            path: path.to_path_buf(),
+            mode: mode & 0o7777,
+        });
+    }
+    Ok(key)
+}
+
+fn parse_signing_key(path: &Path) -> Result<(SigningKey, u32), KeyError> {
+    let (text, mode) = read_small_with_mode(path)?;
     let malformed = |reason: String| KeyError::Malformed {
         path: path.to_path_buf(),
         reason,
@@ -218,7 +248,9 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
             algorithm: algorithm_name(&oid),
         });
     }
-    SigningKey::from_pkcs8_der(&der).map_err(|e| malformed(format!("invalid ed25519 key: {e}")))
+    let key = SigningKey::from_pkcs8_der(&der)
+        .map_err(|e| malformed(format!("invalid ed25519 key: {e}")))?;
+    Ok((key, mode))
 }
 
 /// Reads an SPKI PEM public key (`-----BEGIN PUBLIC KEY-----`), as written by

@@ -14,6 +14,7 @@
 pub mod archive;
 pub mod author;
 pub mod digest;
+pub mod fsutil;
 pub mod graph;
 pub mod keys;
 pub mod oci;

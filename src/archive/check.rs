@@ -32,6 +32,8 @@ pub struct EntryRules {
     last: Option<usize>,
     /// Offset in the tar stream past which no entry of this archive can extend.
     declared_end: u64,
+    /// Whether the signed manifest declares a volume set.
+    volume_set: bool,
 }
 
 impl EntryRules {
@@ -59,6 +61,7 @@ impl EntryRules {
             seen: HashSet::new(),
             last: None,
             declared_end,
+            volume_set: manifest.volume.is_some(),
         }
     }
 
@@ -93,6 +96,14 @@ impl EntryRules {
                 return Err(ArchiveError::Order {
                     name: e.name.clone(),
                     expected: "only blob entries after index.json".into(),
+                });
+            }
+            EntryName::Volume if !self.volume_set => {
+                return Err(ArchiveError::Invalid {
+                    name: e.name.clone(),
+                    reason: "a volume record in an archive whose signed manifest declares no \
+                             volume set (only volumes of a --volume-size export carry one)"
+                        .into(),
                 });
             }
             _ => {

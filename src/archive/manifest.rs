@@ -204,6 +204,14 @@ pub struct Manifest {
     /// Present when the archive is a delta over an earlier archive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<BaseRef>,
+    /// The publisher's release counter (`export --sequence`), raised each release, so that
+    /// a receiver can refuse an older archive replayed as new (`verify --not-older-than`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+    /// RFC 3339 UTC time after which the archive is refused unless `--allow-expired`
+    /// (`export --expires`), so a captured old archive stops being accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
 }
 
 /// Identifies the exact `index.json` bytes, so that the signature covers them too.
@@ -255,6 +263,68 @@ pub fn rfc3339(unix_seconds: u64) -> String {
         Some(t) => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
         None => "9999-12-31T23:59:59Z".to_owned(),
     }
+}
+
+/// What `export --sequence/--expires` asks for; `expires` relative to the creation time, so
+/// `SOURCE_DATE_EPOCH` and `--resume` give the same manifest.
+#[derive(Debug, Clone, Default)]
+pub struct Freeze {
+    /// The `sequence` to write.
+    pub sequence: Option<u64>,
+    /// The `expires` to write.
+    pub expires: Option<Expires>,
+}
+
+/// An expiry: a fixed time, or a duration after creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expires {
+    /// RFC 3339 time, as given.
+    At(chrono::DateTime<chrono::Utc>),
+    /// Seconds after `created`.
+    After(u64),
+}
+
+impl Expires {
+    /// Parses `90d`, `12h`, `30m` or an RFC 3339 time (`--expires`).
+    pub fn parse(text: &str) -> Result<Expires, String> {
+        let units = [("d", 86_400u64), ("h", 3_600), ("m", 60), ("s", 1)];
+        for (suffix, secs) in units {
+            if let Some(n) = text.strip_suffix(suffix)
+                && !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+            {
+                let n: u64 = n.parse().map_err(|e| format!("{text:?}: {e}"))?;
+                return n
+                    .checked_mul(secs)
+                    .filter(|&s| s > 0)
+                    .map(Expires::After)
+                    .ok_or_else(|| format!("{text:?}: must be a positive duration"));
+            }
+        }
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| Expires::At(t.with_timezone(&chrono::Utc)))
+            .map_err(|_| {
+                format!("{text:?} is neither a duration (90d, 12h, 30m) nor an RFC 3339 time")
+            })
+    }
+}
+
+impl Freeze {
+    /// Writes the fields into `manifest`, whose creation time is `created` (Unix seconds).
+    pub fn apply(&self, manifest: &mut Manifest, created: u64) {
+        manifest.sequence = self.sequence;
+        manifest.expires = self.expires.as_ref().map(|e| match e {
+            Expires::At(t) => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            Expires::After(secs) => rfc3339(created.saturating_add(*secs)),
+        });
+    }
+}
+
+/// Parses an RFC 3339 time (as in `expires`), naming the field when it is not one.
+pub fn parse_rfc3339(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("`expires` {text:?} is not an RFC 3339 time: {e}"))
 }
 
 /// The archive time: `SOURCE_DATE_EPOCH` when set and valid, else now.
@@ -319,7 +389,26 @@ impl Manifest {
             blobs: Vec::new(),
             volume: None,
             base: None,
+            sequence: None,
+            expires: None,
         }
+    }
+
+    /// Fails with [`ArchiveError::Expired`] when `expires` is at or before `now`.
+    pub fn check_expiry(&self, now: chrono::DateTime<chrono::Utc>) -> Result<(), ArchiveError> {
+        let Some(text) = &self.expires else {
+            return Ok(());
+        };
+        let at = parse_rfc3339(text).map_err(|reason| ArchiveError::Invalid {
+            name: super::MANIFEST_ENTRY.to_owned(),
+            reason,
+        })?;
+        if at <= now {
+            return Err(ArchiveError::Expired {
+                expires: text.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// The exact bytes to store and sign.
@@ -359,6 +448,12 @@ impl Manifest {
         }
         let manifest: Manifest = serde_json::from_value(value.clone()).map_err(json)?;
         manifest.check_placement()?;
+        if let Some(e) = &manifest.expires {
+            parse_rfc3339(e).map_err(|reason| ArchiveError::Invalid {
+                name: name.to_owned(),
+                reason,
+            })?;
+        }
         for pair in manifest.blobs.windows(2) {
             if pair[0].digest >= pair[1].digest {
                 return Err(ArchiveError::Invalid {

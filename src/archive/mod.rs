@@ -170,6 +170,15 @@ pub enum ArchiveError {
     /// A format name, version or feature this reader does not implement.
     #[error("unsupported archive: {0}")]
     Unsupported(String),
+    /// The signed `expires` time has passed.
+    #[error(
+        "archive expired at {expires} (the `expires` time its publisher signed); get a newer \
+         archive, or pass --allow-expired to accept this one anyway"
+    )]
+    Expired {
+        /// The `expires` value.
+        expires: String,
+    },
     /// Random access was asked of a compressed archive.
     #[error("{0}: random access needs an uncompressed archive (this one is zstd-compressed)")]
     NotSeekable(String),

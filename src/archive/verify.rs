@@ -249,7 +249,7 @@ pub fn failure_from_error(e: &ArchiveError) -> Failure {
             entry: Some(name.clone()),
             ..failure(K::InvalidContent, msg)
         },
-        ArchiveError::Unsupported(_) => failure(K::Unsupported, msg),
+        ArchiveError::Unsupported(_) | ArchiveError::Expired { .. } => failure(K::Unsupported, msg),
         ArchiveError::Key(KeyError::SignatureLength { path, found }) => Failure {
             entry: Some(path.display().to_string()),
             expected: Some("64 bytes".into()),

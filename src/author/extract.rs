@@ -3,7 +3,7 @@
 //! imgpkg does not guard its extraction; airlift refuses anything that could write outside
 //! the target directory (`..`, absolute paths, links, devices, FIFOs, existing symlinks).
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 
@@ -94,13 +94,9 @@ pub fn extract_tar<R: Read>(
                 {
                     return Err(refuse("an existing non-file is in the way"));
                 }
-                let mut opts = OpenOptions::new();
-                opts.write(true).create(true).truncate(true);
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    opts.mode((mode & 0o755) | 0o600);
-                }
-                let mut f = opts.open(&target).map_err(io_err(&target))?;
+                // O_NOFOLLOW: a symlink planted after the check above is refused, not followed.
+                let mut f = crate::fsutil::create_nofollow(&target, (mode & 0o755) | 0o600)
+                    .map_err(io_err(&target))?;
                 let copied =
                     io::copy(&mut (&mut entry).take(size), &mut f).map_err(io_err(&target))?;
                 if copied != size {

@@ -36,6 +36,11 @@ pub struct RegistryArgs {
     /// Retries after connection errors, 5xx and 429 (exponential backoff).
     #[arg(long = "registry-retry-count", value_name = "N", default_value_t = 5)]
     pub retry_count: u32,
+    /// Give up on a request after SECONDS without a byte from the registry (then retry);
+    /// connecting waits at most 10 s.
+    #[arg(long = "registry-timeout", value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout_secs: u64,
 }
 
 impl RegistryArgs {
@@ -49,6 +54,7 @@ impl RegistryArgs {
                 retries: self.retry_count,
                 ..RetryPolicy::default()
             },
+            timeout: std::time::Duration::from_secs(self.timeout_secs),
             auth: AuthOptions {
                 username: self.username.clone(),
                 password: self.password.clone(),

@@ -42,6 +42,16 @@ pub struct ExportArgs {
     /// Sign the archive with this ed25519 private key (PEM); repeatable for several signers.
     #[arg(long = "sign-key", value_name = "KEY")]
     pub sign_key: Vec<PathBuf>,
+    /// Accept a --sign-key file that group or others can read (refused by default, as ssh does).
+    #[arg(long = "allow-insecure-key-permissions")]
+    pub allow_insecure_key_permissions: bool,
+    /// Signed release counter (raise it each release); `verify --not-older-than` compares it.
+    #[arg(long, value_name = "N")]
+    pub sequence: Option<u64>,
+    /// Signed expiry: a duration after creation (90d, 12h) or an RFC 3339 time; verify and
+    /// import refuse the archive afterwards unless --allow-expired.
+    #[arg(long, value_name = "90d|RFC3339", value_parser = airlift::archive::manifest::Expires::parse)]
+    pub expires: Option<airlift::archive::manifest::Expires>,
     /// Write an unsigned archive (importers must then pass --allow-unsigned).
     #[arg(long)]
     pub unsigned: bool,
@@ -75,7 +85,7 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
         .sign_key
         .iter()
         .map(|p| {
-            airlift::keys::load_signing_key(p)
+            airlift::keys::load_signing_key_with(p, args.allow_insecure_key_permissions)
                 .with_context(|| format!("--sign-key {}", p.display()))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -114,6 +124,10 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
             created: creation_time(),
             prefetch: concurrency,
             progress: args.run.progress_mode(),
+            freeze: airlift::archive::manifest::Freeze {
+                sequence: args.sequence,
+                expires: args.expires.clone(),
+            },
         },
     )
     .await

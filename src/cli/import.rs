@@ -65,6 +65,12 @@ pub struct ImportArgs {
     /// Sign the receipt with this ed25519 private key (PEM); the signature goes to FILE.sig.
     #[arg(long = "receipt-key", value_name = "KEY", requires = "receipt")]
     pub receipt_key: Option<PathBuf>,
+    /// Accept a --receipt-key file that group or others can read (refused by default, as ssh does).
+    #[arg(long = "allow-insecure-key-permissions")]
+    pub allow_insecure_key_permissions: bool,
+    /// Import an archive whose signed `expires` time has passed (with a warning).
+    #[arg(long = "allow-expired")]
+    pub allow_expired: bool,
     #[command(flatten)]
     pub trust: TrustArgs,
     #[command(flatten)]
@@ -125,11 +131,12 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<bool> {
         .receipt_key
         .as_ref()
         .map(|p| {
-            airlift::keys::load_signing_key(p)
+            airlift::keys::load_signing_key_with(p, args.allow_insecure_key_permissions)
                 .with_context(|| format!("--receipt-key {}", p.display()))
         })
         .transpose()?;
     let opened = open_archives(&args.archive, &trust).await?;
+    super::verify::check_expiry(&opened.header.manifest, args.allow_expired)?;
     let identity = airlift::transfer::receipt::ArchiveIdentity::of(&opened);
     if opened.signers.is_empty() {
         eprintln!("warning: importing an archive without trusted signatures (--allow-unsigned)");

@@ -55,7 +55,8 @@ pub async fn run(args: LockArgs) -> anyhow::Result<()> {
     let text = lock.to_yaml();
     match &args.lock_output {
         Some(path) => {
-            std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+            airlift::fsutil::write_atomic(path, text.as_bytes(), airlift::fsutil::PUBLIC)
+                .with_context(|| format!("writing {}", path.display()))?;
             if !quiet {
                 eprintln!(
                     "Wrote {} with {} image(s)",

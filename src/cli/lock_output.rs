@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use airlift::fsutil;
 use airlift::transfer::graph::Graph;
 use airlift::transfer::place::Placement;
 use airlift::transfer::relocate::relocated_lock_yaml;
@@ -14,8 +15,6 @@ pub fn write_relocated_lock(
     placement: &Placement,
 ) -> anyhow::Result<()> {
     let text = relocated_lock_yaml(graph, placement)?;
-    let tmp = out.with_extension("partial");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
-    Ok(())
+    fsutil::write_atomic(out, text.as_bytes(), fsutil::PUBLIC)
+        .with_context(|| format!("writing {}", out.display()))
 }

@@ -52,7 +52,7 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
     println!("Pushed '{}'", pushed.digest_ref);
     if let Some(path) = &args.lock_output {
         let lock = BundleLock::new(pushed.digest_ref.to_string(), pushed.tag.clone());
-        std::fs::write(path, lock.to_yaml())
+        airlift::fsutil::write_atomic(path, lock.to_yaml().as_bytes(), airlift::fsutil::PUBLIC)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     println!();

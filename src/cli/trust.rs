@@ -19,7 +19,8 @@ pub struct TrustArgs {
         value_name = "N",
         default_value_t = 1,
         requires = "trust",
-        conflicts_with = "allow_unsigned"
+        conflicts_with = "allow_unsigned",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
     )]
     pub require_signatures: usize,
     /// Accept an archive without trusted signatures (content digests are still checked).

@@ -28,6 +28,40 @@ pub struct VerifyArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Accept an archive whose signed `expires` time has passed (with a warning).
+    #[arg(long = "allow-expired")]
+    pub allow_expired: bool,
+}
+
+/// Refuses an expired manifest unless `allow`, then only warns: expiry is the publisher's
+/// word that an old archive replayed later must not be taken as current.
+pub fn check_expiry(m: &airlift::archive::Manifest, allow: bool) -> anyhow::Result<()> {
+    match m.check_expiry(chrono::Utc::now()) {
+        Ok(()) => Ok(()),
+        Err(e @ airlift::archive::ArchiveError::Expired { .. }) if allow => {
+            eprintln!("warning: {e} (accepted: --allow-expired)");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The expiry check for the first archive given (all volumes carry the same manifest).
+fn expiry_ok(args: &VerifyArgs) -> bool {
+    let Some(first) = args.archive.first() else {
+        return true;
+    };
+    // An archive that cannot be opened fails verification anyway, with its own message.
+    let Ok(reader) = airlift::archive::reader::ArchiveReader::open(first) else {
+        return true;
+    };
+    match check_expiry(&reader.header().manifest, args.allow_expired) {
+        Ok(()) => true,
+        Err(e) => {
+            println!("FAILED: {e:#}");
+            false
+        }
+    }
 }
 
 /// Runs the check; `Ok(false)` means the archive failed verification.
@@ -44,13 +78,13 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
         } else {
             print_human(&report);
         }
-        return Ok(report.ok);
+        return Ok(report.ok && expiry_ok(&args));
     }
     let paths: Vec<&std::path::Path> = args.archive.iter().map(PathBuf::as_path).collect();
     let set = verify_set(&paths, &opts);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&set)?);
-        return Ok(set.ok);
+        return Ok(set.ok && expiry_ok(&args));
     }
     for r in &set.reports {
         print_human(r);
@@ -73,7 +107,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
             "FAILED: the volumes do not make a whole, verified archive"
         }
     );
-    Ok(set.ok)
+    Ok(set.ok && expiry_ok(&args))
 }
 
 fn join(v: &[u32]) -> String {

@@ -1,10 +1,13 @@
 //! One registry host: manifests by exact bytes, blobs as verified streams, retries around every call.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use http::HeaderValue;
+use oci_client::RegistryOperation;
 use oci_client::errors::OciDistributionError;
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
@@ -23,6 +26,16 @@ pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 /// Chunks buffered between a blob download and its consumer (bounds memory per blob).
 const BLOB_CHANNEL_CHUNKS: usize = 4;
 
+/// Most of an error answer's body kept for the message: a hostile registry's is not buffered.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// How long a pull authorization is reused before asking the registry again (oci-client's
+/// own token cache assumes 60 s when the token server does not say).
+const AUTHZ_TTL: Duration = Duration::from_secs(50);
+
+/// Repositories whose authorization is cached at once; the cache starts over when full.
+const AUTHZ_CACHE_ENTRIES: usize = 256;
+
 /// A client for one registry host.
 pub struct RegistryClient {
     host: String,
@@ -30,6 +43,60 @@ pub struct RegistryClient {
     auth: RegistryAuth,
     resolved: Resolved,
     retry: RetryPolicy,
+    direct: Direct,
+}
+
+/// The plain HTTP client (same TLS roots and timeouts as oci-client's) for the requests whose
+/// body must be read with a byte limit: oci-client reads manifests whole before any check.
+pub(super) struct Direct {
+    /// The reqwest client.
+    pub http: reqwest::Client,
+    /// `http` or `https`, as decided for this host.
+    pub scheme: &'static str,
+    /// The idle-read timeout in force, for messages.
+    pub timeout: Duration,
+    /// Pull authorization per repository, reused for [`AUTHZ_TTL`].
+    authz: Mutex<HashMap<String, (Authz, Instant)>>,
+}
+
+impl Direct {
+    /// A direct client over `http`.
+    pub fn new(http: reqwest::Client, scheme: &'static str, timeout: Duration) -> Direct {
+        Direct {
+            http,
+            scheme,
+            timeout,
+            authz: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, repo: &str) -> Option<Authz> {
+        let map = self.authz.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(repo)
+            .filter(|(_, at)| at.elapsed() < AUTHZ_TTL)
+            .map(|(a, _)| a.clone())
+    }
+
+    fn remember(&self, repo: &str, a: &Authz) {
+        let mut map = self.authz.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= AUTHZ_CACHE_ENTRIES {
+            map.clear();
+        }
+        map.insert(repo.to_owned(), (a.clone(), Instant::now()));
+    }
+
+    fn forget(&self, repo: &str) {
+        let mut map = self.authz.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(repo);
+    }
+}
+
+/// What a direct request sends as `Authorization`.
+#[derive(Clone)]
+enum Authz {
+    None,
+    Basic(String, String),
+    Bearer(String),
 }
 
 /// The bytes of one blob, verified against its digest as they arrive.
@@ -203,6 +270,7 @@ impl RegistryClient {
         client: oci_client::Client,
         resolved: Resolved,
         retry: RetryPolicy,
+        direct: Direct,
     ) -> RegistryClient {
         let auth = resolved.credential.to_registry_auth();
         RegistryClient {
@@ -211,6 +279,7 @@ impl RegistryClient {
             auth,
             resolved,
             retry,
+            direct,
         }
     }
 
@@ -290,6 +359,11 @@ impl RegistryClient {
             OciDistributionError::ImageManifestNotFoundError(_) => {
                 RegistryError::NotFound { host, what }
             }
+            OciDistributionError::RequestError(re) if re.is_timeout() => RegistryError::Timeout {
+                host,
+                what,
+                seconds: self.direct.timeout.as_secs(),
+            },
             OciDistributionError::RequestError(re) => {
                 let detail = chain_text(&re);
                 let lower = detail.to_lowercase();
@@ -333,33 +407,40 @@ impl RegistryClient {
     }
 
     /// Fetches a manifest or index by tag or digest, keeping its exact bytes; checks the digest when asked by digest.
+    ///
+    /// Read with a byte limit: an answer over [`MAX_MANIFEST_BYTES`] is refused on its
+    /// `Content-Length`, or as soon as that many bytes arrived when the header lies or is absent.
     pub async fn get_manifest(&self, r: &Reference) -> Result<RawManifest, RegistryError> {
         let what = format!("manifest {r}");
         let image = oci_ref(r);
-        let (bytes, _digest) = self
+        let (bytes, header_digest) = self
             .retry
             .run(|| async {
-                self.client
-                    .pull_manifest_raw(&image, &self.auth, &media_type::ALL_MANIFESTS)
-                    .await
-                    .map_err(|e| self.map_err(&what, e))
+                let resp = self
+                    .send_direct(&image, reqwest::Method::GET, &manifest_url(&image), &what)
+                    .await?;
+                let header = content_digest(&resp);
+                let body = self
+                    .read_limited(resp, MAX_MANIFEST_BYTES as u64, "a manifest", &what)
+                    .await?;
+                Ok((body, header))
             })
             .await?;
-        if bytes.len() > MAX_MANIFEST_BYTES {
-            return Err(RegistryError::Server {
-                host: self.host.clone(),
-                what,
-                status: None,
-                detail: format!(
-                    "manifest of {} bytes exceeds the {MAX_MANIFEST_BYTES}-byte limit",
-                    bytes.len()
-                ),
-            });
-        }
         let m = RawManifest::from_bytes(bytes, None).map_err(|source| RegistryError::Manifest {
             host: self.host.clone(),
             source,
         })?;
+        // What oci-client checked: a registry's own digest header must match the bytes.
+        if let Some(h) = header_digest
+            && h.algorithm() == m.digest.algorithm()
+        {
+            h.expect(&m.digest)
+                .map_err(|source| RegistryError::Content {
+                    host: self.host.clone(),
+                    what: what.clone(),
+                    source,
+                })?;
+        }
         if let Some(d) = r.digest() {
             d.expect(&m.digest)
                 .map_err(|source| RegistryError::Content {
@@ -371,26 +452,24 @@ impl RegistryClient {
         Ok(m)
     }
 
-    /// Resolves a reference to its manifest digest with a HEAD request.
+    /// Resolves a reference to its manifest digest with a HEAD request (a bounded GET
+    /// when the registry sends no `Docker-Content-Digest`).
     pub async fn resolve_digest(&self, r: &Reference) -> Result<Digest, RegistryError> {
         let what = format!("manifest {r}");
         let image = oci_ref(r);
-        let d = self
+        let header = self
             .retry
             .run(|| async {
-                self.client
-                    .fetch_manifest_digest(&image, &self.auth)
-                    .await
-                    .map_err(|e| self.map_err(&what, e))
+                let resp = self
+                    .send_direct(&image, reqwest::Method::HEAD, &manifest_url(&image), &what)
+                    .await?;
+                Ok(content_digest(&resp))
             })
             .await?;
-        d.parse()
-            .map_err(|e: crate::digest::DigestError| RegistryError::Server {
-                host: self.host.clone(),
-                what,
-                status: None,
-                detail: e.to_string(),
-            })
+        match header {
+            Some(d) => Ok(d),
+            None => Ok(self.get_manifest(r).await?.digest),
+        }
     }
 
     /// Whether a manifest exists at `r` (tag or digest).
@@ -487,15 +566,33 @@ impl RegistryClient {
         if desc.size > limit {
             return Err(too_large(desc.size));
         }
-        let mut stream = self.get_blob(repo, desc);
-        let mut buf = Vec::with_capacity(desc.size as usize);
-        while let Some(chunk) = stream.next().await {
-            buf.extend_from_slice(&chunk?);
-            if buf.len() as u64 > limit {
-                return Err(too_large(buf.len() as u64));
-            }
-        }
-        Ok(Bytes::from(buf))
+        let what = format!("blob {}@{}", repo.repo_name(), desc.digest);
+        let image = oci_ref(repo);
+        let url = blob_url(&image, &desc.digest);
+        let body = self
+            .retry
+            .run(|| async {
+                let resp = self
+                    .send_direct(&image, reqwest::Method::GET, &url, &what)
+                    .await?;
+                self.read_limited(
+                    resp,
+                    desc.size,
+                    "a small blob (config or metadata layer)",
+                    &what,
+                )
+                .await
+            })
+            .await?;
+        let mut v = Verifier::new(desc.digest.clone(), Some(desc.size));
+        v.update(&body)
+            .and_then(|()| v.finish())
+            .map_err(|source| RegistryError::Content {
+                host: self.host.clone(),
+                what,
+                source,
+            })?;
+        Ok(body)
     }
 
     async fn pump_blob(
@@ -584,10 +681,18 @@ impl RegistryClient {
                                         ),
                                     });
                                 }
-                                failure = Some(RegistryError::Unreachable {
-                                    host: self.host.clone(),
-                                    what: what.clone(),
-                                    detail: text,
+                                failure = Some(if text.contains("timed out") {
+                                    RegistryError::Timeout {
+                                        host: self.host.clone(),
+                                        what: what.clone(),
+                                        seconds: self.direct.timeout.as_secs(),
+                                    }
+                                } else {
+                                    RegistryError::Unreachable {
+                                        host: self.host.clone(),
+                                        what: what.clone(),
+                                        detail: text,
+                                    }
                                 });
                                 break;
                             }
@@ -626,6 +731,141 @@ impl RegistryClient {
             tokio::time::sleep(self.retry.delay(attempt)).await;
             attempt += 1;
         }
+    }
+
+    /// The `Authorization` for pulls from `image`'s repository, from oci-client's auth flow.
+    async fn authorize(&self, image: &oci_client::Reference) -> Result<Authz, RegistryError> {
+        let repo = image.repository().to_owned();
+        if let Some(a) = self.direct.cached(&repo) {
+            return Ok(a);
+        }
+        let a = match &self.auth {
+            RegistryAuth::Bearer(t) => Authz::Bearer(t.clone()),
+            auth => {
+                let token = self
+                    .client
+                    .auth(image, auth, RegistryOperation::Pull)
+                    .await
+                    .map_err(|e| self.map_err(&format!("authorization for {repo}"), e))?;
+                match (token, auth) {
+                    (Some(t), _) => Authz::Bearer(t),
+                    (None, RegistryAuth::Basic(u, p)) => Authz::Basic(u.clone(), p.clone()),
+                    (None, _) => Authz::None,
+                }
+            }
+        };
+        self.direct.remember(&repo, &a);
+        Ok(a)
+    }
+
+    /// Sends one request with pull authorization; a non-success answer becomes an error
+    /// (its body read only up to [`MAX_ERROR_BODY`]).
+    async fn send_direct(
+        &self,
+        image: &oci_client::Reference,
+        method: reqwest::Method,
+        path: &str,
+        what: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let url = format!(
+            "{}://{}{path}",
+            self.direct.scheme,
+            image.resolve_registry()
+        );
+        let mut refreshed = false;
+        loop {
+            let authz = self.authorize(image).await?;
+            let req = self.direct.http.request(method.clone(), &url).header(
+                reqwest::header::ACCEPT,
+                media_type::ALL_MANIFESTS.join(", "),
+            );
+            let req = match &authz {
+                Authz::None => req,
+                Authz::Basic(u, p) => req.basic_auth(u, Some(p)),
+                Authz::Bearer(t) => req.bearer_auth(t),
+            };
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| self.map_err(what, OciDistributionError::RequestError(e)))?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(resp);
+            }
+            if status.as_u16() == 401 && !refreshed {
+                // A cached token may have expired: ask once more before calling it refused.
+                self.direct.forget(image.repository());
+                refreshed = true;
+                continue;
+            }
+            let body = self.read_error_body(resp).await;
+            let e = match serde_json::from_slice::<oci_client::errors::OciEnvelope>(&body) {
+                // Only a client error's envelope: 5xx/429 keep their status (and stay retryable).
+                Ok(envelope)
+                    if !envelope.errors.is_empty()
+                        && status.is_client_error()
+                        && !matches!(status.as_u16(), 404 | 408 | 429) =>
+                {
+                    OciDistributionError::RegistryError { envelope, url }
+                }
+                _ => OciDistributionError::ServerError {
+                    code: status.as_u16(),
+                    url,
+                    message: String::from_utf8_lossy(&body).into_owned(),
+                },
+            };
+            return Err(self.map_err(what, e));
+        }
+    }
+
+    /// At most [`MAX_ERROR_BODY`] bytes of an error answer; transport errors end it early.
+    async fn read_error_body(&self, mut resp: reqwest::Response) -> Vec<u8> {
+        let mut body = Vec::new();
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            let room = MAX_ERROR_BODY - body.len();
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if body.len() >= MAX_ERROR_BODY {
+                break;
+            }
+        }
+        body
+    }
+
+    /// Reads a body of at most `limit` bytes: refused on `Content-Length` before reading,
+    /// and after `limit` bytes whatever the header said.
+    async fn read_limited(
+        &self,
+        mut resp: reqwest::Response,
+        limit: u64,
+        kind: &str,
+        what: &str,
+    ) -> Result<Bytes, RegistryError> {
+        let too_large = |size: String| RegistryError::Server {
+            host: self.host.clone(),
+            what: what.to_owned(),
+            status: None,
+            detail: format!(
+                "answer of {size} bytes exceeds the {limit}-byte limit for {kind}; refusing to read it"
+            ),
+        };
+        if let Some(n) = resp.content_length()
+            && n > limit
+        {
+            return Err(too_large(n.to_string()));
+        }
+        let mut buf = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
+        loop {
+            let chunk = resp
+                .chunk()
+                .await
+                .map_err(|e| self.map_err(what, OciDistributionError::RequestError(e)))?;
+            let Some(chunk) = chunk else { break };
+            if (buf.len() + chunk.len()) as u64 > limit {
+                return Err(too_large(format!("more than {limit}")));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(buf))
     }
 
     /// Uploads a blob in one streamed PUT; `open` gives a fresh stream for each attempt.
@@ -721,6 +961,30 @@ impl RegistryClient {
             })
             .await
     }
+}
+
+/// `/v2/<repo>/manifests/<tag or digest>`, as oci-client builds it.
+fn manifest_url(image: &oci_client::Reference) -> String {
+    let target = match image.digest() {
+        Some(d) => d,
+        None => image.tag().unwrap_or("latest"),
+    };
+    format!("/v2/{}/manifests/{target}", image.repository())
+}
+
+/// `/v2/<repo>/blobs/<digest>`.
+fn blob_url(image: &oci_client::Reference, digest: &Digest) -> String {
+    format!("/v2/{}/blobs/{digest}", image.repository())
+}
+
+/// The registry's `Docker-Content-Digest`, when it sent a well-formed one.
+fn content_digest(resp: &reqwest::Response) -> Option<Digest> {
+    resp.headers()
+        .get("docker-content-digest")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The HTTP status that distribution pairs with a transient error code (its `errcode`

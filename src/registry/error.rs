@@ -50,6 +50,19 @@ pub enum RegistryError {
         /// The transport error text.
         detail: String,
     },
+    /// The registry went silent mid-request (`--registry-timeout`).
+    #[error(
+        "registry {host} sent nothing for {seconds} s during {what}; it is stalled or overloaded. \
+         Try again later, check any proxy in between, or raise --registry-timeout SECONDS"
+    )]
+    Timeout {
+        /// Registry host.
+        host: String,
+        /// What was being done.
+        what: String,
+        /// The idle timeout that expired.
+        seconds: u64,
+    },
     /// The registry answered with an error.
     #[error("registry {host} failed {what}: {detail}")]
     Server {
@@ -113,7 +126,7 @@ impl RegistryError {
     /// Whether a retry might succeed (connection trouble, 5xx, 429).
     pub fn is_retryable(&self) -> bool {
         match self {
-            RegistryError::Unreachable { .. } => true,
+            RegistryError::Unreachable { .. } | RegistryError::Timeout { .. } => true,
             RegistryError::Server {
                 status: Some(s), ..
             } => *s == 429 || *s >= 500 || *s == 408,

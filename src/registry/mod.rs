@@ -20,6 +20,13 @@ pub use client::{BlobStream, RegistryClient};
 pub use error::RegistryError;
 pub use retry::RetryPolicy;
 
+/// Default idle-read timeout: long enough for a slow registry, short enough that a stalled
+/// one fails the transfer in minutes rather than never.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest wait for a TCP/TLS connection to be set up.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How to reach registries: the `--registry-*` options.
 #[derive(Debug, Clone)]
 pub struct RegistryOptions {
@@ -31,6 +38,9 @@ pub struct RegistryOptions {
     pub insecure: bool,
     /// Retries for connection errors, 5xx and 429.
     pub retry: RetryPolicy,
+    /// How long a request may wait for the next byte (`--registry-timeout`); connecting
+    /// waits at most [`CONNECT_TIMEOUT`] or this, whichever is shorter.
+    pub timeout: Duration,
     /// Credentials from flags.
     pub auth: auth::AuthOptions,
     /// Environment snapshot for credential lookup.
@@ -44,6 +54,7 @@ impl Default for RegistryOptions {
             verify_certs: true,
             insecure: false,
             retry: RetryPolicy::default(),
+            timeout: DEFAULT_TIMEOUT,
             auth: auth::AuthOptions::default(),
             env: auth::Env::from_process(),
         }
@@ -54,6 +65,7 @@ impl Default for RegistryOptions {
 pub struct Registries {
     opts: RegistryOptions,
     certs: Vec<Certificate>,
+    direct_certs: Vec<reqwest::Certificate>,
     clients: Mutex<HashMap<String, Arc<RegistryClient>>>,
 }
 
@@ -70,6 +82,7 @@ impl Registries {
     /// Reads the CA files now, so a bad path fails before any work starts.
     pub fn new(opts: RegistryOptions) -> Result<Registries, RegistryError> {
         let mut certs = Vec::new();
+        let mut direct_certs = Vec::new();
         for p in &opts.ca_cert_paths {
             let data = std::fs::read(p).map_err(|e| {
                 RegistryError::Config(format!(
@@ -83,6 +96,12 @@ impl Registries {
                     p.display()
                 )));
             }
+            direct_certs.push(reqwest::Certificate::from_pem(&data).map_err(|e| {
+                RegistryError::Config(format!(
+                    "{} is not a usable PEM certificate (--registry-ca-cert-path): {e}",
+                    p.display()
+                ))
+            })?);
             certs.push(Certificate {
                 encoding: CertificateEncoding::Pem,
                 data,
@@ -91,6 +110,7 @@ impl Registries {
         Ok(Registries {
             opts,
             certs,
+            direct_certs,
             clients: Mutex::new(HashMap::new()),
         })
     }
@@ -125,10 +145,25 @@ impl Registries {
             accept_invalid_certificates: !self.opts.verify_certs,
             extra_root_certificates: self.certs.clone(),
             use_monolithic_push: true,
-            connect_timeout: Some(Duration::from_secs(30)),
-            read_timeout: Some(Duration::from_secs(300)),
+            connect_timeout: Some(self.connect_timeout()),
+            read_timeout: Some(self.opts.timeout),
             ..ClientConfig::default()
         };
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(!self.opts.verify_certs)
+            .tls_certs_merge(self.direct_certs.clone())
+            .connect_timeout(self.connect_timeout())
+            .read_timeout(self.opts.timeout)
+            .user_agent(concat!("airlift/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                RegistryError::Config(format!("cannot set up a client for {host}: {e}"))
+            })?;
+        let direct = client::Direct::new(
+            http,
+            if plain { "http" } else { "https" },
+            self.opts.timeout,
+        );
         let client = oci_client::Client::try_from(config).map_err(|e| {
             RegistryError::Config(format!("cannot set up a client for {host}: {e}"))
         })?;
@@ -151,11 +186,16 @@ impl Registries {
             client,
             resolved,
             self.opts.retry,
+            direct,
         ));
         self.lock()
             .entry(host.to_owned())
             .or_insert_with(|| Arc::clone(&c));
         Ok(c)
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        CONNECT_TIMEOUT.min(self.opts.timeout)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<RegistryClient>>> {

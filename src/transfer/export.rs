@@ -52,6 +52,8 @@ pub struct ExportOptions {
     pub prefetch: usize,
     /// Progress display.
     pub progress: ProgressMode,
+    /// The signed `sequence` and `expires` freeze fields.
+    pub freeze: crate::archive::manifest::Freeze,
 }
 
 /// What an export wrote.
@@ -167,6 +169,7 @@ pub async fn export(
         _ => opts.created,
     };
     let (mut manifest, index_json) = build_manifest_model(graph, created)?;
+    opts.freeze.apply(&mut manifest, created);
     if let Some(prev) = &previous {
         refuse_moved_roots(prev, &manifest)?;
     }

@@ -143,9 +143,7 @@ fn release_of(opened: &OpenedArchive) -> provenance::Release {
     provenance::Release {
         archive: Digest::sha256_of(&h.manifest_bytes),
         created: h.manifest.created.clone(),
-        sequence: serde_json::from_slice::<serde_json::Value>(&h.manifest_bytes)
-            .ok()
-            .and_then(|v| v.get("sequence").and_then(|s| s.as_u64())),
+        sequence: h.manifest.sequence,
         file: opened
             .path
             .file_name()

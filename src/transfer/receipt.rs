@@ -277,12 +277,12 @@ pub fn signature_path(receipt: &Path) -> PathBuf {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReceiptError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = PathBuf::from(tmp);
-    let io = |what: String| move |source| ReceiptError::Io { what, source };
-    std::fs::write(&tmp, bytes).map_err(io(format!("writing {}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(io(format!("writing {}", path.display())))
+    crate::fsutil::write_atomic(path, bytes, crate::fsutil::PRIVATE).map_err(|source| {
+        ReceiptError::Io {
+            what: format!("writing {}", path.display()),
+            source,
+        }
+    })
 }
 
 /// Writes the receipt to `path` (canonical JSON) and, with `key`, its signature to `path.sig`.

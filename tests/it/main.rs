@@ -18,5 +18,6 @@ mod reference;
 mod registry;
 mod rollback;
 mod token_auth;
+mod trust;
 mod verify_by_hand;
 mod volumes;

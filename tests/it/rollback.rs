@@ -12,6 +12,18 @@ use crate::support::{
 
 /// Pushes an image with `seed` as `src/app:1.0` and exports it with `created` = `epoch`.
 fn release(home: &Path, src: &Registry, seed: u64, epoch: u64, key: &Path) -> std::path::PathBuf {
+    release_with(home, src, seed, epoch, key, &[])
+}
+
+/// As [`release`], with more `export` flags.
+fn release_with(
+    home: &Path,
+    src: &Registry,
+    seed: u64,
+    epoch: u64,
+    key: &Path,
+    extra: &[&str],
+) -> std::path::PathBuf {
     let layout = home.join(format!("layout-{seed}"));
     write_oci_image(
         &layout,
@@ -33,6 +45,7 @@ fn release(home: &Path, src: &Registry, seed: u64, epoch: u64, key: &Path) -> st
             s(key),
             "-q",
         ])
+        .args(extra)
         .output()
         .expect("run airlift");
     expect_ok(&result);
@@ -111,6 +124,24 @@ fn an_older_release_cannot_move_a_tag_back() {
     // And now the newer one may move it forward again.
     expect_ok(&import(h, &new, &dest, &pubkey, &[]));
     assert_eq!(tag_digest(&dest, "mirror/src/app:1.0"), newer);
+}
+
+#[test]
+fn sequence_decides_over_created() {
+    let (src, dest) = (Registry::start_plain(), Registry::start_plain());
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    expect_ok(&airlift(h, &["keygen", "--out", s(&h.join("release"))]));
+    let (key, pubkey) = (h.join("release.key"), h.join("release.pub"));
+    // Release 6 was built before a rebuild of release 5 (a later `created`, a lower sequence).
+    let six = release_with(h, &src, 6, 1_700_000_000, &key, &["--sequence", "6"]);
+    let five = release_with(h, &src, 5, 1_800_000_000, &key, &["--sequence", "5"]);
+    expect_ok(&import(h, &six, &dest, &pubkey, &[]));
+    let err = expect_failed(&import(h, &five, &dest, &pubkey, &[]));
+    assert!(
+        err.contains("sequence 6") && err.contains("sequence 5"),
+        "{err}"
+    );
 }
 
 /// One image `src/NAME:1.0` exported alone; returns the archive.
