@@ -265,6 +265,21 @@ pub fn rfc3339(unix_seconds: u64) -> String {
     }
 }
 
+/// Whether release `a` is older than release `b`: by `sequence` when both carry one (the
+/// publisher's word), else by `created`.
+pub fn is_older(a: (Option<u64>, &str), b: (Option<u64>, &str)) -> bool {
+    match (a.0, b.0) {
+        (Some(x), Some(y)) => x < y,
+        _ => {
+            let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok();
+            match (t(a.1), t(b.1)) {
+                (Some(x), Some(y)) => x < y,
+                _ => a.1 < b.1,
+            }
+        }
+    }
+}
+
 /// What `export --sequence/--expires` asks for; `expires` relative to the creation time, so
 /// `SOURCE_DATE_EPOCH` and `--resume` give the same manifest.
 #[derive(Debug, Clone, Default)]

@@ -6,6 +6,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::manifest::{Manifest, PlannedEntry};
@@ -280,12 +281,13 @@ impl ArchiveWriter {
         volume: Option<u32>,
     ) -> Result<ArchiveWriter, ArchiveError> {
         let partial = partial_path(path);
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&partial)
-            .map_err(ArchiveError::io(format!("creating {}", partial.display())))?;
+        // Never through a symlink planted at the temp name: it would aim the archive elsewhere.
+        let file = crate::fsutil::create_nofollow(&partial, crate::fsutil::PUBLIC).map_err(
+            ArchiveError::io(format!(
+                "creating {} (a symlink there is refused, not followed)",
+                partial.display()
+            )),
+        )?;
         Self::with_file(path, partial, file, options, volume)
     }
 
@@ -308,6 +310,7 @@ impl ArchiveWriter {
         let ctx = || format!("reopening {}", partial.display());
         let mut file = fs::OpenOptions::new()
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&partial)
             .map_err(ArchiveError::io(ctx()))?;
         file.set_len(scan.offset).map_err(ArchiveError::io(ctx()))?;

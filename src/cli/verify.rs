@@ -31,6 +31,114 @@ pub struct VerifyArgs {
     /// Accept an archive whose signed `expires` time has passed (with a warning).
     #[arg(long = "allow-expired")]
     pub allow_expired: bool,
+    /// Fail if the archive is older than this: an earlier archive (or one of its volumes),
+    /// its `airlift/manifest.json`, an import receipt, or a date (RFC 3339 or YYYY-MM-DD).
+    /// Compared by `sequence` when both carry one, else by `created`.
+    #[arg(long = "not-older-than", value_name = "ARCHIVE|MANIFEST|RECEIPT|DATE")]
+    pub not_older_than: Option<String>,
+}
+
+/// A release to compare against: its `sequence` (if known), `created`, and a name for messages.
+struct Point {
+    sequence: Option<u64>,
+    created: String,
+    what: String,
+}
+
+/// Reads `--not-older-than`: a file airlift wrote, or a date.
+fn reference_point(text: &str) -> anyhow::Result<Point> {
+    let path = std::path::Path::new(text);
+    if path.exists() {
+        if let Ok(r) = airlift::archive::reader::ArchiveReader::open(path) {
+            let m = &r.header().manifest;
+            return Ok(Point {
+                sequence: m.sequence,
+                created: m.created.clone(),
+                what: format!("archive {text}"),
+            });
+        }
+        let len = std::fs::metadata(path)?.len();
+        anyhow::ensure!(
+            len <= airlift::archive::MAX_MANIFEST,
+            "--not-older-than {text}: not an airlift archive, manifest or receipt"
+        );
+        let bytes = std::fs::read(path)?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
+            anyhow::anyhow!("--not-older-than {text}: not an airlift archive, manifest or receipt")
+        })?;
+        let (seq, created) = match v.get("format").and_then(|f| f.as_str()) {
+            Some(airlift::archive::manifest::FORMAT_NAME) => {
+                let m = airlift::archive::Manifest::parse(&bytes)?.manifest;
+                (m.sequence, m.created)
+            }
+            Some(airlift::transfer::receipt::RECEIPT_FORMAT) => {
+                let a = &v["archive"];
+                let created = a["created"].as_str().ok_or_else(|| {
+                    anyhow::anyhow!("--not-older-than {text}: receipt without archive.created")
+                })?;
+                (a["sequence"].as_u64(), created.to_owned())
+            }
+            _ => anyhow::bail!(
+                "--not-older-than {text}: not an airlift archive, manifest or receipt"
+            ),
+        };
+        return Ok(Point {
+            sequence: seq,
+            created,
+            what: text.to_owned(),
+        });
+    }
+    let created = if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        t.with_timezone(&chrono::Utc)
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    } else if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        format!("{d}T00:00:00Z")
+    } else {
+        anyhow::bail!(
+            "--not-older-than {text}: no such file, and not a date (RFC 3339 or YYYY-MM-DD)"
+        );
+    };
+    Ok(Point {
+        sequence: None,
+        what: format!("date {created}"),
+        created,
+    })
+}
+
+/// The `--not-older-than` check for the first archive given (all volumes share a manifest).
+fn freshness_ok(args: &VerifyArgs) -> anyhow::Result<bool> {
+    let (Some(text), Some(first)) = (&args.not_older_than, args.archive.first()) else {
+        return Ok(true);
+    };
+    let point = reference_point(text)?;
+    let Ok(reader) = airlift::archive::reader::ArchiveReader::open(first) else {
+        return Ok(true);
+    };
+    let m = &reader.header().manifest;
+    let older = airlift::archive::manifest::is_older(
+        (m.sequence, &m.created),
+        (point.sequence, &point.created),
+    );
+    if older {
+        let seq = |s: Option<u64>| s.map(|s| format!(", sequence {s}")).unwrap_or_default();
+        // On stderr with --json, so that stdout stays one JSON document.
+        let line = format!(
+            "FAILED: {} (created {}{}) is older than {} (created {}{})",
+            first.display(),
+            m.created,
+            seq(m.sequence),
+            point.what,
+            point.created,
+            seq(point.sequence)
+        );
+        if args.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+    Ok(!older)
 }
 
 /// Refuses an expired manifest unless `allow`, then only warns: expiry is the publisher's
@@ -78,13 +186,13 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
         } else {
             print_human(&report);
         }
-        return Ok(report.ok && expiry_ok(&args));
+        return Ok(report.ok & expiry_ok(&args) & freshness_ok(&args)?);
     }
     let paths: Vec<&std::path::Path> = args.archive.iter().map(PathBuf::as_path).collect();
     let set = verify_set(&paths, &opts);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&set)?);
-        return Ok(set.ok && expiry_ok(&args));
+        return Ok(set.ok & expiry_ok(&args) & freshness_ok(&args)?);
     }
     for r in &set.reports {
         print_human(r);
@@ -107,7 +215,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
             "FAILED: the volumes do not make a whole, verified archive"
         }
     );
-    Ok(set.ok && expiry_ok(&args))
+    Ok(set.ok & expiry_ok(&args) & freshness_ok(&args)?)
 }
 
 fn join(v: &[u32]) -> String {

@@ -8,7 +8,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -625,13 +624,8 @@ pub fn write_checksums(
     let mut out = Vec::new();
     for (ext, text) in [("B3SUMS", b3), ("SHA256SUMS", sha)] {
         let path = dir.join(format!("{stem}.{ext}"));
-        let partial = partial_path(&path);
-        let mut f = std::fs::File::create(&partial)
-            .map_err(io(format!("writing {}", partial.display())))?;
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(io(format!("writing {}", partial.display())))?;
-        std::fs::rename(&partial, &path).map_err(io(format!("renaming {}", partial.display())))?;
+        crate::fsutil::write_atomic(&path, text.as_bytes(), crate::fsutil::PUBLIC)
+            .map_err(io(format!("writing {}", path.display())))?;
         out.push(path);
     }
     Ok(out)

@@ -84,16 +84,7 @@ pub struct Release {
 impl Release {
     /// Whether this release is older than the one that set a tag.
     fn older_than(&self, o: &TagOrigin) -> bool {
-        match (self.sequence, o.sequence) {
-            (Some(a), Some(b)) => a < b,
-            _ => {
-                let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok();
-                match (t(&self.created), t(&o.created)) {
-                    (Some(a), Some(b)) => a < b,
-                    _ => self.created < o.created,
-                }
-            }
-        }
+        crate::archive::manifest::is_older((self.sequence, &self.created), (o.sequence, &o.created))
     }
 
     fn describe(&self) -> String {

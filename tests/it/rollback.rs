@@ -303,3 +303,91 @@ fn a_rerun_puts_no_tag_again() {
         proxy.log()
     );
 }
+
+#[test]
+fn verify_not_older_than_compares_sequence_else_created() {
+    let src = Registry::start_plain();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    expect_ok(&airlift(h, &["keygen", "--out", s(&h.join("release"))]));
+    let (key, pubkey) = (h.join("release.key"), h.join("release.pub"));
+    let old = release(h, &src, 1, 1_700_000_000, &key);
+    let new = release(h, &src, 2, 1_800_000_000, &key);
+    let verify = |archive: &Path, than: &str| {
+        airlift(
+            h,
+            &[
+                "verify",
+                s(archive),
+                "--trust",
+                s(&pubkey),
+                "--not-older-than",
+                than,
+            ],
+        )
+    };
+    expect_ok(&verify(&new, s(&old)));
+    let out = verify(&old, s(&new));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    expect_failed(&out);
+    assert!(
+        text.contains("is older than") && text.contains("2027-01-15"),
+        "{text}"
+    );
+    expect_ok(&verify(&old, "2020-01-01"));
+    expect_failed(&verify(&old, "2025-01-01T00:00:00Z"));
+    // A later rebuild of release 5 is still older than release 6.
+    let six = release_with(h, &src, 6, 1_700_000_000, &key, &["--sequence", "6"]);
+    let five = release_with(h, &src, 5, 1_800_000_000, &key, &["--sequence", "5"]);
+    let text = String::from_utf8_lossy(&verify(&five, s(&six)).stdout).into_owned();
+    assert!(
+        text.contains("sequence 5") && text.contains("sequence 6"),
+        "{text}"
+    );
+    expect_failed(&verify(&five, s(&six)));
+    // Not a file and not a date: said so.
+    let err = String::from_utf8_lossy(&verify(&new, "last tuesday").stderr).into_owned();
+    assert!(err.contains("not a date"), "{err}");
+}
+
+#[test]
+fn export_never_writes_through_planted_symlinks() {
+    let src = Registry::start_plain();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let layout = h.join("layout");
+    write_oci_image(
+        &layout,
+        "app",
+        &ImageSpec::new(3, vec![LayerSpec::new(3, 4096)]),
+    );
+    skopeo_push(&layout, "app", "src/app:1.0", &src);
+    let r = src.reference("src/app:1.0");
+    let out = h.join("out.tar");
+    let export = || airlift(h, &["export", "-i", &r, "-o", s(&out), "--unsigned", "-q"]);
+    let victim = h.join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    // The temp name of the archive, planted: refused, not followed.
+    let partial = h.join("out.tar.partial");
+    std::os::unix::fs::symlink(&victim, &partial).unwrap();
+    let err = expect_failed(&export());
+    assert!(
+        err.contains("out.tar.partial") && err.contains("symlink"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert!(!out.exists());
+    std::fs::remove_file(&partial).unwrap();
+    // The checksum files, planted: replaced by regular files, the victim untouched.
+    let sums = h.join("out.SHA256SUMS");
+    std::os::unix::fs::symlink(&victim, &sums).unwrap();
+    expect_ok(&export());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert!(
+        std::fs::symlink_metadata(&sums)
+            .unwrap()
+            .file_type()
+            .is_file()
+    );
+    assert!(std::fs::read_to_string(&sums).unwrap().contains("out.tar"));
+}
