@@ -6,6 +6,9 @@
 //! at what airlift says it did.
 
 use crate::support;
+use crate::support::{
+    blob_entry_name as blob_entry, flip_entry as flip, keygen, push_images, tar_entry as entry,
+};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -13,7 +16,7 @@ use std::process::Output;
 
 use crate::support::{
     ImageSpec, LayerSpec, Registry, WrittenImage, airlift, airlift_cmd, expect_code, expect_ok,
-    output_text, registry_state, s, skopeo_push, write_oci_image,
+    output_text, registry_state, s,
 };
 use serde_json::Value;
 
@@ -27,28 +30,6 @@ fn run(home: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run airlift")
-}
-
-/// `keygen --out home/NAME`; returns (private key, public key) paths.
-fn keygen(home: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let base = home.join(name);
-    expect_ok(&airlift(home, &["keygen", "--out", s(&base)]));
-    (base.with_extension("key"), base.with_extension("pub"))
-}
-
-/// Pushes images `(repo:tag, spec)` with skopeo and returns what was written, in order.
-fn push_images(reg: &Registry, images: &[(&str, ImageSpec)]) -> Vec<WrittenImage> {
-    let layout = tempfile::tempdir().unwrap();
-    images
-        .iter()
-        .enumerate()
-        .map(|(i, (reference, spec))| {
-            let tag = format!("t{i}");
-            let img = write_oci_image(layout.path(), &tag, spec);
-            skopeo_push(layout.path(), &tag, reference, reg);
-            img
-        })
-        .collect()
 }
 
 /// Every file under a registry's storage dir (relative path → size): blobs, links, uploads.
@@ -85,28 +66,6 @@ fn stored_blob_digests(reg: &Registry) -> BTreeSet<String> {
             Some(format!("sha256:{hex}"))
         })
         .collect()
-}
-
-/// The entry called `name` in a parsed tar listing.
-fn entry<'a>(entries: &'a [support::TarEntry], name: &str) -> &'a support::TarEntry {
-    entries
-        .iter()
-        .find(|e| e.name == name)
-        .unwrap_or_else(|| panic!("no entry {name}"))
-}
-
-/// The archive entry name of a blob (`blobs/sha256/<hex>`).
-fn blob_entry(digest: &str) -> String {
-    format!("blobs/{}", digest.replacen(':', "/", 1))
-}
-
-/// A copy of the archive `bytes` with one byte of `name`'s data flipped (sizes stay right).
-fn flip(bytes: &[u8], name: &str) -> Vec<u8> {
-    let entries = support::tar_entries(bytes);
-    let e = entry(&entries, name);
-    let mut out = bytes.to_vec();
-    out[e.data_offset + e.size / 2] ^= 0x20;
-    out
 }
 
 /// A bundle locking two small images, pushed to `reg`; returns it and the images.

@@ -3,8 +3,11 @@
 //! registry API and skopeo; tampered archives made by rewriting tar bytes at parsed offsets.
 
 use crate::support;
+use crate::support::{
+    blob_entry_name as blob_name, flip_entry as flip, keygen, tar_entry as entry,
+};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::support::s;
@@ -33,13 +36,6 @@ fn run(home: &Path, args: &[&str], extra: &[String]) -> std::process::Output {
     let mut all: Vec<&str> = args.to_vec();
     all.extend(extra.iter().map(String::as_str));
     airlift(home, &all)
-}
-
-/// `keygen --out home/NAME`; returns (private key, public key) paths.
-fn keygen(home: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let base = home.join(name);
-    expect_ok(&airlift(home, &["keygen", "--out", s(&base)]));
-    (base.with_extension("key"), base.with_extension("pub"))
 }
 
 /// `airlift export -q -b BUNDLE -o ARCHIVE EXTRA…`, which must succeed.
@@ -189,27 +185,6 @@ fn walk_through_into_tls_auth_registry() {
         let raw = support::skopeo_inspect_raw(&format!("{repo}@{digest}"), &internal);
         assert_eq!(support::sha256_digest(&raw).to_string(), digest);
     }
-}
-
-/// One archive entry's data range in `bytes`, by name.
-fn entry<'a>(entries: &'a [support::TarEntry], name: &str) -> &'a support::TarEntry {
-    entries
-        .iter()
-        .find(|e| e.name == name)
-        .unwrap_or_else(|| panic!("no entry {name}"))
-}
-
-fn blob_name(digest: &str) -> String {
-    format!("blobs/{}", digest.replacen(':', "/", 1))
-}
-
-/// Flips one byte in the middle of `name`'s data.
-fn flip(bytes: &[u8], name: &str) -> Vec<u8> {
-    let entries = support::tar_entries(bytes);
-    let e = entry(&entries, name);
-    let mut out = bytes.to_vec();
-    out[e.data_offset + e.size / 2] ^= 0x20;
-    out
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! `export --resume` after a SIGKILL (byte-identical to an uninterrupted export, without
 //! fetching again what was already written; blob fetches counted by a TCP proxy).
 
+use crate::support::{keygen, push_images};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -14,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::s;
 use crate::support::{
-    ImageSpec, LayerSpec, Registry, WrittenImage, airlift, airlift_cmd, expect_code, expect_ok,
-    push_bundle, registry_state, registry_tags, skopeo_push, write_oci_image,
+    ImageSpec, LayerSpec, Registry, WrittenImage, airlift_cmd, expect_code, expect_ok, push_bundle,
+    registry_state, registry_tags,
 };
 use serde_json::Value;
 
@@ -38,27 +39,6 @@ fn manifest_of(path: &Path) -> Value {
         .find(|(n, _, _)| n == "airlift/manifest.json")
         .unwrap();
     serde_json::from_slice(&bytes[off..off + size]).unwrap()
-}
-
-fn keygen(home: &Path) -> (PathBuf, PathBuf) {
-    let base = home.join("release");
-    expect_ok(&airlift(home, &["keygen", "--out", s(&base)]));
-    (base.with_extension("key"), base.with_extension("pub"))
-}
-
-/// Pushes images `(repo:tag, spec)` and returns what was written, in order.
-fn push_images(reg: &Registry, images: &[(&str, ImageSpec)]) -> Vec<WrittenImage> {
-    let layout = tempfile::tempdir().unwrap();
-    images
-        .iter()
-        .enumerate()
-        .map(|(i, (reference, spec))| {
-            let tag = format!("t{i}");
-            let img = write_oci_image(layout.path(), &tag, spec);
-            skopeo_push(layout.path(), &tag, reference, reg);
-            img
-        })
-        .collect()
 }
 
 fn blob_present(reg: &Registry, repo: &str, digest: &str) -> bool {
@@ -140,7 +120,7 @@ fn big_bundle(reg: &Registry, home: &Path) -> (String, Vec<WrittenImage>) {
 fn one_mib_volumes_verify_alone_and_import_one_per_run_in_any_order() {
     let src = Registry::start_plain();
     let home = tempfile::tempdir().unwrap();
-    let (key, public) = keygen(home.path());
+    let (key, public) = keygen(home.path(), "release");
     let (bundle, images) = big_bundle(&src, home.path());
     let out = tempfile::tempdir().unwrap();
     let set = out.path().join("app.tar");
@@ -364,7 +344,7 @@ fn one_mib_volumes_verify_alone_and_import_one_per_run_in_any_order() {
 fn delta_over_the_previous_release_carries_only_new_layers() {
     let src = Registry::start_plain();
     let home = tempfile::tempdir().unwrap();
-    let (key, public) = keygen(home.path());
+    let (key, public) = keygen(home.path(), "release");
     let base_layer = LayerSpec::new(50, 600 * 1024);
     let old = push_images(
         &src,
@@ -754,7 +734,7 @@ fn kept_digests(path: &Path) -> BTreeSet<String> {
 fn resume_case(volume_size: Option<&str>) {
     let reg = Registry::start_plain();
     let home = tempfile::tempdir().unwrap();
-    let (key, _) = keygen(home.path());
+    let (key, _) = keygen(home.path(), "release");
     let proxy = Proxy::start(reg.port());
     proxy.slow.store(false, Ordering::Relaxed);
     let specs: Vec<(String, ImageSpec)> = (0..4)
@@ -908,7 +888,7 @@ fn killed_volume_export_resumes_byte_identical_without_refetching() {
 fn resume_inside_a_split_blob_continues_at_the_right_part() {
     let reg = Registry::start_plain();
     let home = tempfile::tempdir().unwrap();
-    let (key, _) = keygen(home.path());
+    let (key, _) = keygen(home.path(), "release");
     let (bundle, _) = big_bundle(&reg, home.path());
     let whole = tempfile::tempdir().unwrap();
     let args = |out: &Path, resume: bool| -> Vec<String> {

@@ -92,3 +92,10 @@ pub fn run_tool(cmd: &mut Command) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// `airlift keygen --out home/NAME`; returns (private key, public key) paths.
+pub fn keygen(home: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let base = home.join(name);
+    expect_ok(&airlift(home, &["keygen", "--out", s(&base)]));
+    (base.with_extension("key"), base.with_extension("pub"))
+}

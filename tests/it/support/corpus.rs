@@ -315,3 +315,26 @@ pub fn whole_tar_entries(bytes: &[u8]) -> Vec<TarEntry> {
 pub fn ustar_header(name: &str, size: u64) -> [u8; 512] {
     super::synth::raw_header(name, b'0', size, "")
 }
+
+/// The entry called `name` in a parsed tar listing.
+pub fn tar_entry<'a>(entries: &'a [TarEntry], name: &str) -> &'a TarEntry {
+    entries
+        .iter()
+        .find(|e| e.name == name)
+        .unwrap_or_else(|| panic!("no entry {name}"))
+}
+
+/// The archive entry name of a blob (`blobs/sha256/<hex>`).
+pub fn blob_entry_name(digest: &str) -> String {
+    format!("blobs/{}", digest.replacen(':', "/", 1))
+}
+
+/// A copy of the archive `bytes` with one byte in the middle of `name`'s data flipped (sizes
+/// stay right, so only a digest check can tell).
+pub fn flip_entry(bytes: &[u8], name: &str) -> Vec<u8> {
+    let entries = tar_entries(bytes);
+    let e = tar_entry(&entries, name);
+    let mut out = bytes.to_vec();
+    out[e.data_offset + e.size / 2] ^= 0x20;
+    out
+}

@@ -80,10 +80,11 @@ pub mod synth;
 pub mod token;
 
 pub use cli::{
-    airlift, airlift_cmd, expect_code, expect_failed, expect_ok, output_text, run_tool, s,
+    airlift, airlift_cmd, expect_code, expect_failed, expect_ok, keygen, output_text, run_tool, s,
 };
 pub use corpus::{
-    Corpus, CorpusBundle, TarEntry, push_bundle, tar_entries, ustar_header, whole_tar_entries,
+    Corpus, CorpusBundle, blob_entry_name, flip_entry, push_bundle, tar_entries, tar_entry,
+    ustar_header, whole_tar_entries,
 };
 pub use http::{catalog, http_get};
 pub use layout::{
@@ -93,7 +94,8 @@ pub use registry::{Registry, free_port};
 pub use rss::{Measured, run_measuring_rss};
 pub use schema::validate_json_schema;
 pub use skopeo::{
-    skopeo_inspect_raw, skopeo_list_tags, skopeo_pull, skopeo_push, skopeo_push_with_creds,
+    push_images, skopeo_inspect_raw, skopeo_list_tags, skopeo_pull, skopeo_push,
+    skopeo_push_with_creds,
 };
 pub use state::{all_tags, registry_state, registry_tags};
 

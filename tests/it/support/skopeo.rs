@@ -135,3 +135,21 @@ pub fn skopeo_list_tags(repo: &str, registry: &Registry) -> Vec<String> {
         .map(|t| t.as_str().expect("tag is a string").to_string())
         .collect()
 }
+
+/// Pushes images `(repo:tag, spec)` with skopeo and returns what was written, in order.
+pub fn push_images(
+    reg: &Registry,
+    images: &[(&str, super::layout::ImageSpec)],
+) -> Vec<super::layout::WrittenImage> {
+    let layout = tempfile::tempdir().unwrap();
+    images
+        .iter()
+        .enumerate()
+        .map(|(i, (reference, spec))| {
+            let tag = format!("t{i}");
+            let img = super::layout::write_oci_image(layout.path(), &tag, spec);
+            skopeo_push(layout.path(), &tag, reference, reg);
+            img
+        })
+        .collect()
+}
