@@ -210,7 +210,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<bool> {
     }
     let r = &summary.report;
     eprintln!(
-        "imported {} bundle(s) and {} image(s): pushed {} blobs ({} bytes), {} already present; {} manifests pushed, {} present; {} tags",
+        "imported {} bundle(s) and {} image(s): uploaded {} blobs ({} bytes), mounted {} from another repository ({} bytes, not sent again), {} already present ({} bytes); {} manifests pushed, {} present; {} tags",
         graph
             .roots
             .iter()
@@ -219,7 +219,10 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<bool> {
         graph.roots.iter().filter(|r| r.kind == Kind::Image).count() + graph.locked.len(),
         r.blobs_pushed,
         r.bytes_pushed,
+        r.blobs_mounted,
+        r.bytes_mounted,
         r.blobs_present,
+        r.bytes_present,
         r.manifests_pushed,
         r.manifests_present,
         r.tags.len()

@@ -128,6 +128,10 @@ pub struct CopyReport {
     pub blobs_mounted: u64,
     /// Bytes uploaded.
     pub bytes_pushed: u64,
+    /// Bytes a destination repository received by cross-repository mount (nothing sent).
+    pub bytes_mounted: u64,
+    /// Bytes a destination repository already had.
+    pub bytes_present: u64,
     /// Manifests and indexes pushed.
     pub manifests_pushed: u64,
     /// Manifests already present.
@@ -146,7 +150,9 @@ pub struct CopyReport {
 }
 
 impl CopyReport {
-    fn add(&mut self, digest: &Digest, p: Pushed) {
+    fn add(&mut self, digest: &Digest, size: u64, p: Pushed) {
+        self.bytes_mounted += size * u64::from(p.mounts);
+        self.bytes_present += size * u64::from(p.present);
         self.blobs_pushed += u64::from(p.uploads);
         self.blobs_mounted += u64::from(p.mounts);
         self.blobs_present += u64::from(p.present);
@@ -172,18 +178,18 @@ pub async fn copy<S: Source, K: Sink, H: Hooks>(
 ) -> Result<CopyReport, TransferError> {
     let mut report = CopyReport::default();
     let (ordered, concurrency) = plan_blobs(source, sink, blobs, opts.concurrency);
-    let results: Vec<(Digest, Pushed)> = futures::stream::iter(ordered)
+    let results: Vec<(Digest, u64, Pushed)> = futures::stream::iter(ordered)
         .map(|desc| async move {
             let p = copy_blob(source, sink, &desc, opts.verify_skipped, reporter).await?;
             hooks.on_copied(&desc, p);
             reporter.blob_done();
-            Ok::<_, CopyError>((desc.digest, p))
+            Ok::<_, CopyError>((desc.digest, desc.size, p))
         })
         .buffer_unordered(concurrency)
         .try_collect()
         .await?;
-    for (d, p) in &results {
-        report.add(d, *p);
+    for (d, size, p) in &results {
+        report.add(d, *size, *p);
     }
     source
         .finish()

@@ -14,6 +14,7 @@ mod fuzz_replay;
 mod harness;
 mod hostile;
 mod import;
+mod mounts;
 mod reference;
 mod registry;
 mod rollback;
