@@ -49,42 +49,10 @@ struct Point {
 fn reference_point(text: &str) -> anyhow::Result<Point> {
     let path = std::path::Path::new(text);
     if path.exists() {
-        if let Ok(r) = airlift::archive::reader::ArchiveReader::open(path) {
-            let m = &r.header().manifest;
-            return Ok(Point {
-                sequence: m.sequence,
-                created: m.created.clone(),
-                what: format!("archive {text}"),
-            });
-        }
-        let len = std::fs::metadata(path)?.len();
-        anyhow::ensure!(
-            len <= airlift::archive::MAX_MANIFEST,
-            "--not-older-than {text}: not an airlift archive, manifest or receipt"
-        );
-        let bytes = std::fs::read(path)?;
-        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
-            anyhow::anyhow!("--not-older-than {text}: not an airlift archive, manifest or receipt")
-        })?;
-        let (seq, created) = match v.get("format").and_then(|f| f.as_str()) {
-            Some(airlift::archive::manifest::FORMAT_NAME) => {
-                let m = airlift::archive::Manifest::parse(&bytes)?.manifest;
-                (m.sequence, m.created)
-            }
-            Some(airlift::transfer::receipt::RECEIPT_FORMAT) => {
-                let a = &v["archive"];
-                let created = a["created"].as_str().ok_or_else(|| {
-                    anyhow::anyhow!("--not-older-than {text}: receipt without archive.created")
-                })?;
-                (a["sequence"].as_u64(), created.to_owned())
-            }
-            _ => anyhow::bail!(
-                "--not-older-than {text}: not an airlift archive, manifest or receipt"
-            ),
-        };
+        let base = airlift::transfer::delta::Base::read(path, "--not-older-than")?;
         return Ok(Point {
-            sequence: seq,
-            created,
+            sequence: base.sequence,
+            created: base.reference.created,
             what: text.to_owned(),
         });
     }

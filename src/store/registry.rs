@@ -86,6 +86,27 @@ pub struct ExtraImage {
     pub blobs: Vec<(Descriptor, Bytes)>,
 }
 
+/// Pushes a small image's blobs and manifest by digest (not its tags), skipping what is there.
+pub async fn push_image(registries: &Registries, image: &ExtraImage) -> Result<(), StoreError> {
+    let dest = at(&image.repo, &image.manifest.digest)?;
+    let client = registries.client(dest.registry()).await?;
+    for (desc, bytes) in &image.blobs {
+        if !client.blob_exists(&dest, &desc.digest).await? {
+            let data = bytes.clone();
+            client
+                .put_blob(&dest, desc, || {
+                    let data = data.clone();
+                    async move { Ok(futures::stream::iter([Ok::<_, std::io::Error>(data)])) }
+                })
+                .await?;
+        }
+    }
+    if !client.manifest_exists(&dest).await? {
+        client.put_manifest(&dest, &image.manifest).await?;
+    }
+    Ok(())
+}
+
 /// Writes to registries where a [`Placement`] says, tags last.
 pub struct RegistrySink<'a> {
     registries: &'a Registries,
@@ -172,6 +193,63 @@ impl<'a> RegistrySink<'a> {
         out
     }
 
+    /// Mounts `d` into `dest` from a repository of the same registry that holds it: one
+    /// that received it during this run, or `from` (the source's repository); true if it took.
+    async fn mount(
+        &self,
+        dest: &Reference,
+        d: &Digest,
+        from: Option<&Reference>,
+    ) -> Result<bool, StoreError> {
+        let client = self.registries.client(dest.registry()).await?;
+        for src in self.mount_candidates(d, from) {
+            if src.registry() == dest.registry()
+                && src.repository() != dest.repository()
+                && client.mount_blob(dest, &src, d).await
+                && client.blob_exists(dest, d).await?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Makes `desc` present in every repository it belongs in without sending bytes (a delta
+    /// relies on blobs its base delivered): mounted from a repository that has it; false when
+    /// one repository still lacks it.
+    pub async fn ensure_present(&self, desc: &Descriptor) -> Result<bool, StoreError> {
+        let targets = self.blob_targets(&desc.digest)?;
+        let mut lacking = Vec::new();
+        for dest in targets {
+            if self.holds(&dest, desc).await? {
+                self.remember(&desc.digest, &dest);
+            } else {
+                lacking.push(dest);
+            }
+        }
+        for dest in lacking {
+            if !self.mount(&dest, &desc.digest, None).await? {
+                return Ok(false);
+            }
+            self.remember(&desc.digest, &dest);
+        }
+        Ok(true)
+    }
+
+    /// The blobs among `descs` missing from at least one repository they belong in, sorted.
+    pub async fn absent(&self, descs: &[Descriptor]) -> Result<Vec<Digest>, StoreError> {
+        let checks: Vec<Option<Digest>> = futures::stream::iter(descs.to_vec())
+            .map(|desc| async move {
+                Ok::<_, StoreError>((!self.exists(&desc).await?).then_some(desc.digest))
+            })
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+        let mut out: Vec<Digest> = checks.into_iter().flatten().collect();
+        out.sort();
+        Ok(out)
+    }
+
     fn remember(&self, d: &Digest, dest: &Reference) {
         if let Ok(mut r) = self.received.lock() {
             r.entry(d.clone()).or_default().push(dest.clone());
@@ -212,18 +290,7 @@ impl Sink for RegistrySink<'_> {
                 self.remember(&desc.digest, &dest);
                 continue;
             }
-            let mut mounted = false;
-            for src in self.mount_candidates(&desc.digest, from) {
-                if src.registry() == dest.registry()
-                    && src.repository() != dest.repository()
-                    && client.mount_blob(&dest, &src, &desc.digest).await
-                    && client.blob_exists(&dest, &desc.digest).await?
-                {
-                    mounted = true;
-                    break;
-                }
-            }
-            if mounted {
+            if self.mount(&dest, &desc.digest, from).await? {
                 pushed.mounts += 1;
             } else {
                 client
@@ -255,22 +322,7 @@ impl Sink for RegistrySink<'_> {
 
     async fn commit(&self) -> Result<Vec<String>, StoreError> {
         for extra in &self.extras {
-            let dest = at(&extra.repo, &extra.manifest.digest)?;
-            let client = self.registries.client(dest.registry()).await?;
-            for (desc, bytes) in &extra.blobs {
-                if !client.blob_exists(&dest, &desc.digest).await? {
-                    let data = bytes.clone();
-                    client
-                        .put_blob(&dest, desc, || {
-                            let data = data.clone();
-                            async move { Ok(futures::stream::iter([Ok::<_, std::io::Error>(data)])) }
-                        })
-                        .await?;
-                }
-            }
-            if !client.manifest_exists(&dest).await? {
-                client.put_manifest(&dest, &extra.manifest).await?;
-            }
+            push_image(self.registries, extra).await?;
         }
         let mut jobs: Vec<(String, String, RawManifest)> = Vec::new();
         for (repo, tag, d) in &self.placement.tags {

@@ -16,17 +16,25 @@ pub struct Base {
     pub reference: BaseRef,
     /// Blobs the destination holds thanks to the base.
     pub blobs: HashSet<Digest>,
+    /// The base's signed `sequence` (receipts do not record one).
+    pub sequence: Option<u64>,
 }
 
 impl Base {
     /// Reads a base: an archive (any one of its volumes), its `airlift/manifest.json`, or an
     /// import receipt (`format-spec/receipt-v1.md`).
     pub fn load(path: &Path) -> Result<Base, TransferError> {
+        Self::read(path, "--since")
+    }
+
+    /// As [`Base::load`], with errors naming `flag` (`verify --not-older-than` reads the same
+    /// files to learn an earlier release's `created` and `sequence`).
+    pub fn read(path: &Path, flag: &str) -> Result<Base, TransferError> {
         let file = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let bad = |m: String| TransferError::Usage(format!("--since {}: {m}", path.display()));
+        let bad = |m: String| TransferError::Usage(format!("{flag} {}: {m}", path.display()));
         if let Ok(reader) = ArchiveReader::open(path) {
             let h = reader.header();
             return Ok(Base::of_manifest(&h.manifest, &h.manifest_bytes, file));
@@ -72,6 +80,7 @@ impl Base {
                         file,
                     },
                     blobs,
+                    sequence: None,
                 })
             }
             _ => Err(bad("not an airlift archive, manifest or receipt".into())),
@@ -87,6 +96,7 @@ impl Base {
             },
             // Its base blobs count too: importing it required them at the destination.
             blobs: m.blobs.iter().map(|b| b.digest.clone()).collect(),
+            sequence: m.sequence,
         }
     }
 }

@@ -78,7 +78,14 @@ pub async fn import(
     let placement = Placement::plan(&graph, dest)?;
     let manifest = &opened.header.manifest;
     // A delta relies on blobs of its base: they must be at the destination before anything else.
-    check_base_present(registries, &graph, &placement, manifest).await?;
+    let sink = RegistrySink::new(
+        registries,
+        &placement,
+        &graph,
+        metadata_images(&graph, &placement, dest)?,
+    )
+    .verify_existing(verify_existing);
+    check_base_present(&sink, &graph, manifest).await?;
     // No tag moves back to an older release, whichever host imported the newer one.
     let release = release_of(&opened);
     let (records, rollbacks) =
@@ -93,15 +100,9 @@ pub async fn import(
     let total: u64 = blobs.iter().map(|b| b.size).sum();
     let progress = Arc::new(Progress::new(progress, "import", blobs.len() as u64, total));
     let reporter: Arc<dyn Reporter> = progress.clone();
-    let sink = RegistrySink::new(
-        registries,
-        &placement,
-        &graph,
-        metadata_images(&graph, &placement, dest)?,
-    )
-    .verify_existing(verify_existing);
     let gate = VolumeGate {
         registries,
+        sink: &sink,
         graph: &graph,
         placement: &placement,
         opened: &opened,
@@ -155,9 +156,8 @@ fn release_of(opened: &OpenedArchive) -> provenance::Release {
 /// Fails, naming the blobs and the base, unless every blob a delta relies on is at the
 /// destination (a blob in another repository of the same registry is mounted).
 async fn check_base_present(
-    registries: &Registries,
+    sink: &RegistrySink<'_>,
     graph: &Graph,
-    placement: &Placement,
     manifest: &Manifest,
 ) -> Result<(), TransferError> {
     let Some(base) = &manifest.base else {
@@ -165,39 +165,10 @@ async fn check_base_present(
     };
     let mut missing = Vec::new();
     for b in manifest.base_blobs() {
-        if !graph.blobs.contains_key(&b.digest) {
-            continue;
-        }
-        let repos: Vec<String> = placement
-            .blob_repos
-            .get(&b.digest)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
-        let mut have = Vec::new();
-        let mut lack = Vec::new();
-        for repo in &repos {
-            let at = Placement::at(repo, &b.digest)?;
-            let client = registries.client(at.registry()).await?;
-            if client.blob_exists(&at, &b.digest).await? {
-                have.push(at);
-            } else {
-                lack.push(at);
-            }
-        }
-        for at in lack {
-            let client = registries.client(at.registry()).await?;
-            let from = have.iter().find(|h| h.registry() == at.registry());
-            let mounted = match from {
-                Some(from) => {
-                    client.mount_blob(&at, from, &b.digest).await
-                        && client.blob_exists(&at, &b.digest).await?
-                }
-                None => false,
-            };
-            if !mounted {
-                missing.push(b.digest.to_string());
-                break;
-            }
+        if let Some(node) = graph.blobs.get(&b.digest)
+            && !sink.ensure_present(&node.desc).await?
+        {
+            missing.push(b.digest.to_string());
         }
     }
     if missing.is_empty() {

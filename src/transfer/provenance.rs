@@ -9,17 +9,17 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::TransferError;
+use super::relocate::image_of;
 use crate::author::bundle::{single_file_layer_tar, small_image};
 use crate::author::extract::file_from_gzip_layer;
 use crate::digest::Digest;
-use crate::oci::{Descriptor, RawManifest, media_type};
 use crate::reference::Reference;
 use crate::registry::{Registries, RegistryError};
 use crate::store::place::Placement;
+use crate::store::registry::push_image;
 
 /// Tag of the record in each repository.
 pub const PROVENANCE_TAG: &str = "airlift-tag-provenance";
@@ -216,35 +216,13 @@ async fn read(registries: &Registries, repo: &str) -> Result<Option<Record>, Tra
 async fn write(registries: &Registries, repo: &str, record: &Record) -> Result<(), TransferError> {
     let json = serde_json::to_vec_pretty(record)
         .map_err(|e| TransferError::Usage(format!("tag provenance record: {e}")))?;
-    let img = small_image(&single_file_layer_tar(PROVENANCE_FILE, &json)?)?;
-    let manifest =
-        RawManifest::from_bytes(Bytes::from(img.manifest), Some(media_type::DOCKER_MANIFEST))?;
-    let by_digest = at(repo, &format!("@{}", manifest.digest))?;
-    let client = registries.client(by_digest.registry()).await?;
-    let blobs = [
-        (media_type::DOCKER_CONFIG, Bytes::from(img.config)),
-        (media_type::DOCKER_LAYER_GZIP, Bytes::from(img.layer)),
-    ];
-    for (mt, data) in blobs {
-        let desc = Descriptor {
-            media_type: mt.to_owned(),
-            digest: Digest::sha256_of(&data),
-            size: data.len() as u64,
-            platform: None,
-            annotations: None,
-        };
-        if !client.blob_exists(&by_digest, &desc.digest).await? {
-            client
-                .put_blob(&by_digest, &desc, || {
-                    let data = data.clone();
-                    async move { Ok(futures::stream::iter([Ok::<_, std::io::Error>(data)])) }
-                })
-                .await?;
-        }
-    }
-    client.put_manifest(&by_digest, &manifest).await?;
-    client
-        .put_manifest(&at(repo, &format!(":{PROVENANCE_TAG}"))?, &manifest)
-        .await?;
+    let image = image_of(
+        repo,
+        small_image(&single_file_layer_tar(PROVENANCE_FILE, &json)?)?,
+    )?;
+    push_image(registries, &image).await?;
+    let tagged = at(repo, &format!(":{PROVENANCE_TAG}"))?;
+    let client = registries.client(tagged.registry()).await?;
+    client.put_manifest(&tagged, &image.manifest).await?;
     Ok(())
 }

@@ -24,6 +24,14 @@ pub use crate::author::lock::{RELOCATIONS_FILE, RELOCATIONS_TAG_SUFFIX};
 pub const LOCATIONS_TAG_SUFFIX: &str = ".image-locations.imgpkg";
 
 fn extra(repo: &str, tags: Vec<String>, img: SmallImage) -> Result<ExtraImage, TransferError> {
+    let mut image = image_of(repo, img)?;
+    image.tags = tags;
+    image.tags.push(imgpkg_tag(&image.manifest.digest));
+    Ok(image)
+}
+
+/// A small image (one config, one gzip layer) as something the registry sink can push.
+pub(crate) fn image_of(repo: &str, img: SmallImage) -> Result<ExtraImage, TransferError> {
     let manifest =
         RawManifest::from_bytes(Bytes::from(img.manifest), Some(media_type::DOCKER_MANIFEST))?;
     let config = Descriptor {
@@ -40,11 +48,9 @@ fn extra(repo: &str, tags: Vec<String>, img: SmallImage) -> Result<ExtraImage, T
         platform: None,
         annotations: None,
     };
-    let mut tags = tags;
-    tags.push(imgpkg_tag(&manifest.digest));
     Ok(ExtraImage {
         repo: repo.to_owned(),
-        tags,
+        tags: Vec::new(),
         manifest,
         blobs: vec![
             (config, Bytes::from(img.config)),

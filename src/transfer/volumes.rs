@@ -16,11 +16,13 @@ use crate::reference::Reference;
 use crate::registry::Registries;
 use crate::store::archive::{ArchiveStore as OpenedArchive, Segment, VolumeSource, segment_stream};
 use crate::store::place::Placement;
+use crate::store::registry::RegistrySink;
 
 /// Holds manifests and tags back until every carried blob is at the destination (a volume
 /// set imported one stick per run), and assembles split blobs whose parts came over runs.
 pub(crate) struct VolumeGate<'a> {
     pub(crate) registries: &'a Registries,
+    pub(crate) sink: &'a RegistrySink<'a>,
     pub(crate) graph: &'a Graph,
     pub(crate) placement: &'a Placement,
     pub(crate) opened: &'a OpenedArchive,
@@ -45,18 +47,19 @@ impl Hooks for VolumeGate<'_> {
             None => HashMap::new(),
         };
         // Every carried blob not handled by this run must already be at the destination.
-        let others: Vec<Digest> = self
+        let others: Vec<Descriptor> = self
             .graph
             .blobs
-            .keys()
-            .filter(|d| {
+            .values()
+            .filter(|b| {
+                let d = &b.desc.digest;
                 !self.opened.carries(d)
-                    && !report.pushed_digests.contains(*d)
-                    && manifest.blob(d).is_some_and(|b| !b.base)
+                    && !report.pushed_digests.contains(d)
+                    && manifest.blob(d).is_some_and(|e| !e.base)
             })
-            .cloned()
+            .map(|b| b.desc.clone())
             .collect();
-        let absent = absent_blobs(self.registries, self.placement, &others).await?;
+        let absent = self.sink.absent(&others).await?;
         if absent.is_empty() {
             return Ok(true);
         }
@@ -197,35 +200,4 @@ async fn handle_split_blobs(
         }
     }
     Ok(needed)
-}
-
-/// The blobs among `digests` missing from at least one repository they belong in.
-async fn absent_blobs(
-    registries: &Registries,
-    placement: &Placement,
-    digests: &[Digest],
-) -> Result<Vec<Digest>, TransferError> {
-    let checks = futures::stream::iter(digests.iter().cloned())
-        .map(|d| async move {
-            let repos = placement.blob_repos.get(&d).cloned().unwrap_or_default();
-            for repo in repos {
-                let at = Placement::at(&repo, &d)?;
-                let client = registries.client(at.registry()).await?;
-                if !client.blob_exists(&at, &d).await? {
-                    return Ok::<_, TransferError>(Some(d));
-                }
-            }
-            Ok(None)
-        })
-        .buffer_unordered(8)
-        .collect::<Vec<_>>()
-        .await;
-    let mut out = Vec::new();
-    for c in checks {
-        if let Some(d) = c? {
-            out.push(d);
-        }
-    }
-    out.sort();
-    Ok(out)
 }

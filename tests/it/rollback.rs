@@ -378,9 +378,11 @@ fn export_never_writes_through_planted_symlinks() {
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     assert!(!out.exists());
     std::fs::remove_file(&partial).unwrap();
-    // The checksum files, planted: replaced by regular files, the victim untouched.
+    // The checksum files and the temp name they used to be written through, planted:
+    // replaced by regular files, the victim untouched.
     let sums = h.join("out.SHA256SUMS");
     std::os::unix::fs::symlink(&victim, &sums).unwrap();
+    std::os::unix::fs::symlink(&victim, h.join("out.B3SUMS.partial")).unwrap();
     expect_ok(&export());
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     assert!(
