@@ -7,6 +7,7 @@
 //! - [`graph`]: the content graph every transfer moves;
 //! - [`store`]: places content lives (registries, archives being read or written), behind two traits;
 //! - [`transfer`]: the one engine over stores, and export, import and copy as its policies;
+//! - [`serve`]: archives served in place as a read-only registry;
 //! - [`author`]: imgpkg/kbld-compatible locks, rewrites and bundles;
 //! - [`keys`]: ed25519 signing keys.
 #![warn(missing_docs)]
@@ -20,6 +21,7 @@ pub mod keys;
 pub mod oci;
 pub mod reference;
 pub mod registry;
+pub mod serve;
 pub mod store;
 pub mod transfer;
 pub mod yaml;

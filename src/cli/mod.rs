@@ -11,6 +11,7 @@ mod lock_output;
 mod pull;
 mod push;
 mod rewrite;
+mod serve;
 mod trust;
 mod verify;
 mod verify_receipt;
@@ -24,7 +25,8 @@ use clap::{Parser, Subcommand};
 /// Connected side: `lock` pins image references, `push`/`pull` handle imgpkg bundles,
 /// `export` writes a signed archive. Air-gapped side: `verify` checks it offline,
 /// `import` pushes it to the internal registry (`--receipt` records what went where),
-/// `inspect` shows what an archive holds, `verify-receipt` checks an import receipt. `copy` relocates directly when one
+/// `inspect` shows what an archive holds, `verify-receipt` checks an import receipt, `serve`
+/// serves archives as a read-only registry in place. `copy` relocates directly when one
 /// host sees both registries.
 #[derive(Parser)]
 #[command(name = "airlift", version, about, long_about)]
@@ -46,6 +48,7 @@ enum Command {
     Copy(copy::CopyArgs),
     Inspect(inspect::InspectArgs),
     VerifyReceipt(verify_receipt::VerifyReceiptArgs),
+    Serve(serve::ServeArgs),
 }
 
 /// Exit code for a failed check or operation (usage errors exit 2, from clap).
@@ -78,6 +81,7 @@ pub fn main() -> ExitCode {
             Command::Copy(a) => copy::run(a).await.map(|()| true),
             Command::Inspect(a) => inspect::run(a),
             Command::VerifyReceipt(a) => verify_receipt::run(a),
+            Command::Serve(a) => serve::run(a).await,
         }
     });
     match result {

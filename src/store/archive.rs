@@ -25,6 +25,17 @@ use crate::keys::VerifyingKey;
 use crate::oci::{Descriptor, RawManifest};
 use crate::reference::Reference;
 
+/// A run of a blob's bytes inside one archive file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extent {
+    /// The archive or volume file.
+    pub path: PathBuf,
+    /// Offset of the first byte in the file.
+    pub offset: u64,
+    /// Number of bytes.
+    pub size: u64,
+}
+
 /// Bytes per chunk read from an archive.
 const CHUNK: usize = 256 * 1024;
 /// Chunks buffered per blob between the archive reader and an upload.
@@ -98,6 +109,35 @@ impl ArchiveStore {
             ArchiveSource::Volumes(v) => listed && v.complete.contains_key(d),
             _ => listed,
         }
+    }
+
+    /// Where a blob's bytes lie in the given files, in order, for reads of a byte range in
+    /// place (`None` when the archive is compressed or does not carry the blob whole).
+    pub fn extents(&self, d: &Digest) -> Option<Vec<Extent>> {
+        match &self.kind {
+            ArchiveSource::Indexed(index) => index.get(d).map(|(offset, size)| {
+                vec![Extent {
+                    path: index.path().to_path_buf(),
+                    offset,
+                    size,
+                }]
+            }),
+            ArchiveSource::Volumes(v) => v.complete.get(d).map(|segs| {
+                segs.iter()
+                    .map(|s| Extent {
+                        path: s.index.path().to_path_buf(),
+                        offset: s.offset,
+                        size: s.size,
+                    })
+                    .collect()
+            }),
+            ArchiveSource::Sequential(_) => None,
+        }
+    }
+
+    /// Whether blobs can be read in any order (a plain file or volumes, not zstd).
+    pub fn is_random_access(&self) -> bool {
+        !matches!(self.kind, ArchiveSource::Sequential(_))
     }
 
     /// The volumes given, for split blobs spread over runs (`None` for a single file).

@@ -18,6 +18,7 @@ mod mounts;
 mod reference;
 mod registry;
 mod rollback;
+mod serve;
 mod token_auth;
 mod trust;
 mod verify_by_hand;

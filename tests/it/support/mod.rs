@@ -74,6 +74,7 @@ pub mod proxy;
 mod registry;
 mod rss;
 mod schema;
+pub mod served;
 mod skopeo;
 mod state;
 pub mod synth;

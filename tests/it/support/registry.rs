@@ -205,6 +205,18 @@ impl Registry {
         self.child.as_mut().expect("registry child is running")
     }
 
+    /// The TLS flavour's server certificate and key (PEM, for 127.0.0.1, signed by the test
+    /// CA) and its bcrypt htpasswd file: for other servers the same clients should trust.
+    pub fn tls_files(&self) -> (PathBuf, PathBuf, PathBuf) {
+        assert!(self.tls.is_some(), "only the TLS flavour has TLS files");
+        let d = self.dir.path();
+        (
+            d.join("tls").join("server.crt"),
+            d.join("tls").join("server.key"),
+            d.join("htpasswd"),
+        )
+    }
+
     /// How the harness's HTTP client reaches this registry.
     pub(super) fn endpoint(&self) -> Endpoint {
         Endpoint {
