@@ -15,6 +15,7 @@
 mod corpus;
 mod proc;
 mod report;
+mod serve;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -41,11 +42,11 @@ pub struct Ctx {
 
 /// An image of the corpus as the tools name it.
 #[derive(Clone)]
-struct Root {
+pub(crate) struct Root {
     /// Name inside the shared OCI layout, and tag in the import repository.
-    name: String,
+    pub(crate) name: String,
     /// `HOST/repo@sha256:…` in the source registry.
-    digest_ref: String,
+    pub(crate) digest_ref: String,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -120,7 +121,7 @@ fn main() {
 
 impl Ctx {
     /// airlift with a private HOME (no docker config of the host leaks in), quiet.
-    fn airlift_cmd(&self) -> Command {
+    pub(crate) fn airlift_cmd(&self) -> Command {
         let mut cmd = Command::new(&self.airlift);
         cmd.env("HOME", &self.home)
             .env("DOCKER_CONFIG", self.home.join(".docker"))
@@ -131,13 +132,13 @@ impl Ctx {
     }
 
     /// skopeo with no host policy and a private HOME.
-    fn skopeo_cmd(&self) -> Command {
+    pub(crate) fn skopeo_cmd(&self) -> Command {
         let mut cmd = Command::new("skopeo");
         cmd.env("HOME", &self.home).arg("--insecure-policy");
         cmd
     }
 
-    fn log(&self, name: &str) -> PathBuf {
+    pub(crate) fn log(&self, name: &str) -> PathBuf {
         self.logs.join(format!("{name}.log"))
     }
 
@@ -523,6 +524,40 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
         )
         .with_limit(sha),
     );
+
+    // Serve: the archive in place vs the docker-registry it was exported from, to skopeo.
+    let served = serve::Served::start(ctx, &archive);
+    eprintln!("serve: listening after {:.3}s", served.startup);
+    for (parallel, label) in [(1usize, "one image at a time"), (8, "8 copies at once")] {
+        let (a, b) = alternate(
+            n,
+            &format!("serve-{parallel}"),
+            |_| serve::pull_all(ctx, &served.host, &roots, parallel, "serve-pull-airlift"),
+            |_| serve::pull_all(ctx, &src.host(), &roots, parallel, "serve-pull-registry"),
+        );
+        let bytes = serve::pulled_bytes(ctx);
+        let peak = served.peak_rss_kib();
+        // The clients' RSS says nothing about the server: report serve's own peak instead.
+        let a = a
+            .into_iter()
+            .map(|s| Sample { rss_kib: peak, ..s })
+            .collect();
+        comparisons.push(Comparison::new(
+            &format!("serve → skopeo ({label})"),
+            "the same content from docker-registry",
+            bytes,
+            a,
+            b,
+            format!(
+                "peak RSS is airlift serve's own ({} MiB, whole run); CPU is the skopeo clients'; \
+                 serve was listening {:.3}s after it was started on the {:.0} MB archive",
+                peak / 1024,
+                served.startup,
+                archive_bytes as f64 / 1e6
+            ),
+        ));
+    }
+    drop(served);
 
     // The 1 GiB image alone, both ways.
     let big_archive = ctx.work.join("big.tar");
