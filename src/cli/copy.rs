@@ -8,13 +8,15 @@ use airlift::transfer::progress::Progress;
 use airlift::transfer::walk::{RootRequest, Walker};
 use clap::Args;
 
-use super::common::{RegistryArgs, RunArgs, parse_ref};
+use super::common::{RegistryArgs, RunArgs, parse_ref, print_hosted};
 
 /// Copy a bundle or images, with everything they reference, straight to another registry.
 ///
 /// Uses the same layouts as `airlift import`: `--to-repo` reproduces imgpkg's flat
 /// relocation (everything in one repository, tagged `sha256-<hex>.imgpkg`), `--to-registry`
-/// keeps repository paths under a prefix. Blobs the destination already has are skipped;
+/// keeps repository paths under a prefix (and each bundle's repository also hosts its locked
+/// images by mount, tagged as imgpkg's relocation tags them, so the stock `imgpkg pull -b`
+/// rewrites the lock to it). Blobs the destination already has are skipped;
 /// on the same registry, blobs are mounted instead of copied.
 #[derive(Args, Debug)]
 #[command(group = clap::ArgGroup::new("source").required(true).args(["bundle", "image"]))]
@@ -29,7 +31,8 @@ pub struct CopyArgs {
     /// Destination repository for imgpkg's flat layout.
     #[arg(long = "to-repo", value_name = "REPO")]
     pub to_repo: Option<String>,
-    /// Destination registry (and optional path prefix) keeping repository paths.
+    /// Destination registry (and optional path prefix) keeping repository paths; each bundle's
+    /// repository also hosts its locked images (by mount) for the stock imgpkg.
     #[arg(long = "to-registry", value_name = "PREFIX")]
     pub to_registry: Option<String>,
     #[command(flatten)]
@@ -71,6 +74,7 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<()> {
             println!("{} -> {to}", root.reference.original());
         }
     }
+    print_hosted(&placement);
     eprintln!(
         "copied {} manifests, {} blobs ({} bytes); {} blobs already present, {} mounted",
         report.manifests_pushed,

@@ -13,6 +13,7 @@ mod faults;
 mod fuzz_replay;
 mod harness;
 mod hostile;
+mod imgpkg_registry;
 mod import;
 mod mounts;
 mod reference;
