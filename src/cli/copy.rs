@@ -35,6 +35,10 @@ pub struct CopyArgs {
     /// repository also hosts its locked images (by mount) for the stock imgpkg.
     #[arg(long = "to-registry", value_name = "PREFIX")]
     pub to_registry: Option<String>,
+    /// Keep only this platform of every multi-arch index (`os/arch[/variant]`, repeatable),
+    /// as `export --platform` does: filtered indexes, derived bundles with rewritten locks.
+    #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]", value_parser = airlift::transfer::platform::PlatformSpec::parse)]
+    pub platform: Vec<airlift::transfer::platform::PlatformSpec>,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
@@ -59,6 +63,11 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<()> {
     let graph = Walker::new(&registries, concurrency)
         .walk(&requests)
         .await?;
+    let (graph, filtered) = if args.platform.is_empty() {
+        (graph, airlift::transfer::platform::Filtered::default())
+    } else {
+        airlift::transfer::platform::filter(&registries, graph, &args.platform).await?
+    };
     let progress = Arc::new(Progress::new(
         args.run.progress_mode(),
         "copy",
@@ -66,8 +75,15 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<()> {
         graph.blobs.values().map(|b| b.desc.size).sum(),
     ));
     let reporter: Arc<dyn Reporter> = progress.clone();
-    let (report, placement) =
-        airlift::transfer::copy::copy(&registries, &graph, &dest, concurrency, &reporter).await?;
+    let (report, placement) = airlift::transfer::copy::copy(
+        &registries,
+        &graph,
+        &dest,
+        concurrency,
+        &reporter,
+        &filtered.derived_blobs,
+    )
+    .await?;
     progress.finish();
     for root in &graph.roots {
         if let Some(to) = placement.mapping.get(root.reference.original()) {
@@ -75,6 +91,12 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<()> {
         }
     }
     print_hosted(&placement);
+    if !args.platform.is_empty() {
+        eprintln!(
+            "platform filter: {} index(es) filtered, {} bundle(s) derived, {} bytes left out",
+            filtered.indexes, filtered.bundles, filtered.left_out_bytes
+        );
+    }
     eprintln!(
         "copied {} manifests, {} blobs ({} bytes); {} blobs already present, {} mounted",
         report.manifests_pushed,

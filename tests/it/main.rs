@@ -16,6 +16,7 @@ mod hostile;
 mod imgpkg_registry;
 mod import;
 mod mounts;
+mod platform;
 mod reference;
 mod registry;
 mod rollback;
