@@ -474,6 +474,57 @@ mod tests {
     }
 
     #[test]
+    fn attestations_follow_the_child_they_describe() {
+        let desc = |digest: &Digest, arch: Option<&str>, about: Option<&Digest>| Descriptor {
+            media_type: media_type::OCI_MANIFEST.into(),
+            digest: digest.clone(),
+            size: 1,
+            platform: Some(Platform {
+                architecture: arch.unwrap_or("unknown").into(),
+                os: if arch.is_some() { "linux" } else { "unknown" }.into(),
+                variant: None,
+                os_version: None,
+            }),
+            annotations: about.map(|d| {
+                BTreeMap::from([
+                    (REFERENCE_TYPE.to_owned(), "attestation-manifest".to_owned()),
+                    (REFERENCE_DIGEST.to_owned(), d.to_string()),
+                ])
+            }),
+        };
+        let (amd, arm) = (Digest::sha256_of(b"amd"), Digest::sha256_of(b"arm"));
+        let children = [
+            desc(&amd, Some("amd64"), None),
+            desc(&arm, Some("arm64"), None),
+            desc(&Digest::sha256_of(b"a1"), None, Some(&amd)),
+            desc(&Digest::sha256_of(b"a2"), None, Some(&arm)),
+        ];
+        let keep = keep_children(&children, &[PlatformSpec::parse("linux/amd64").unwrap()]);
+        assert_eq!(keep, vec![true, false, true, false]);
+    }
+
+    #[test]
+    fn the_checker_refuses_a_replacement_that_is_not_carried() {
+        use crate::archive::check::Closure;
+        use crate::archive::manifest::Manifest;
+        let mut m = Manifest::new(0, "test", b"{}");
+        m.platforms = Some(PlatformFilter {
+            kept: vec!["linux/amd64".into()],
+            replaced: vec![Replacement {
+                original: Digest::sha256_of(b"original"),
+                filtered: Digest::sha256_of(b"filtered"),
+            }],
+        });
+        let failures = Closure::locks(&m);
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(
+            failures[0]
+                .message
+                .contains("is not a manifest of the archive")
+        );
+    }
+
+    #[test]
     fn platform_specs_parse_and_match() {
         let p = PlatformSpec::parse("linux/arm64").unwrap();
         let arm = Platform {

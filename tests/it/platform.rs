@@ -356,3 +356,90 @@ fn copy_platform_carries_the_derived_bundle_straight_to_the_registry() {
     assert_eq!(children.len(), 1, "{index}");
     assert_eq!(children[0]["platform"]["architecture"], "arm64");
 }
+
+/// A nested bundle that locks the index is derived, and so is the outer bundle that locks it.
+#[test]
+fn platform_filter_propagates_through_nested_bundles() {
+    let src = Registry::start_plain();
+    let dst = Registry::start_plain();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let corpus = Corpus::build(&src, h);
+    let inner = support::push_bundle(&src, h, "deep/inner", &[("multi", &corpus.index.tag_ref)]);
+    let outer = support::push_bundle(
+        &src,
+        h,
+        "deep/outer",
+        &[
+            ("inner", &inner.image.tag_ref),
+            ("app-a", &corpus.images[0].tag_ref),
+        ],
+    );
+    let archive = h.join("deep.tar");
+    let out = airlift(
+        h,
+        &[
+            "export",
+            "-q",
+            "-b",
+            &outer.image.tag_ref,
+            "-o",
+            s(&archive),
+            "--unsigned",
+            "--platform",
+            "linux/amd64",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    expect_ok(&out);
+    assert!(
+        stderr.contains("1 index(es) filtered, 2 bundle(s) derived"),
+        "{stderr}"
+    );
+    expect_ok(&airlift(h, &["verify", s(&archive), "--allow-unsigned"]));
+    expect_ok(&airlift(
+        h,
+        &[
+            "import",
+            "-q",
+            s(&archive),
+            "--to-repo",
+            &dst.reference("flat/deep"),
+            "--allow-unsigned",
+        ],
+    ));
+    let pulled = h.join("pulled");
+    let pull = expect_ok(&airlift(
+        h,
+        &[
+            "pull",
+            "-r",
+            "-b",
+            &dst.reference("flat/deep:v1"),
+            "-o",
+            s(&pulled),
+        ],
+    ));
+    // The outer lock names the derived inner bundle, whose lock names the filtered index;
+    // both are served from the destination.
+    let outer_lock = std::fs::read_to_string(pulled.join(".imgpkg/images.yml")).unwrap();
+    assert!(
+        !outer_lock.contains(&inner.image.digest.to_string()),
+        "{outer_lock}"
+    );
+    let nested_dirs: Vec<_> = std::fs::read_dir(pulled.join(".imgpkg/bundles"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(nested_dirs.len(), 1, "{pull}");
+    let inner_lock = std::fs::read_to_string(nested_dirs[0].join(".imgpkg/images.yml")).unwrap();
+    assert!(
+        !inner_lock.contains(&corpus.index.digest.to_string()),
+        "{inner_lock}"
+    );
+    let v: Value = serde_norway::from_str(&inner_lock).unwrap();
+    let at = v["images"][0]["image"].as_str().unwrap();
+    let path = at.strip_prefix(&format!("{}/", dst.host())).unwrap();
+    let index: Value = serde_json::from_slice(&support::skopeo_inspect_raw(path, &dst)).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
+}
