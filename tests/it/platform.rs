@@ -92,6 +92,9 @@ fn export_platform_filters_the_index_and_derives_the_bundle_that_locks_it() {
         full_len - amd_len >= arm64_only - 4096,
         "{full_len} vs {amd_len}"
     );
+    eprintln!(
+        "measured: full archive {full_len} B, linux/amd64 archive {amd_len} B, reported left out {left_out} B, arm64-only content {arm64_only} B"
+    );
     expect_ok(&airlift(h, &["verify", s(&amd), "--allow-unsigned"]));
 
     // The signed manifest records original -> filtered for the index and the bundle.
