@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::manifest::{Manifest, PlannedEntry, REF_NAME as REF_NAME_KEY};
+use super::manifest::{Manifest, PlannedEntry, REF_NAME as REF_NAME_KEY, Role};
 use super::tar::{self, RawEntry};
 use super::{ArchiveError, EntryName, INDEX_JSON};
 use crate::digest::Digest;
@@ -382,9 +382,40 @@ impl Closure {
         std::mem::take(&mut self.failures)
     }
 
-    /// Every lock image must be a digest reference to a listed manifest.
+    /// Every lock image must be a digest reference to a listed manifest; every filtered
+    /// digest of `platforms` a listed manifest, each original named once and not carried.
     pub fn locks(manifest: &Manifest) -> Vec<Failure> {
         let mut out = Vec::new();
+        let mut originals = HashSet::new();
+        for r in manifest.platforms.iter().flat_map(|p| &p.replaced) {
+            let listed_manifest = manifest
+                .blob(&r.filtered)
+                .is_some_and(|b| matches!(b.role, Role::Manifest | Role::Index));
+            if !listed_manifest {
+                out.push(Failure {
+                    digest: Some(r.filtered.clone()),
+                    ..Failure::new(
+                        FailureKind::MissingBlob,
+                        format!(
+                            "platforms: {} (filtered from {}) is not a manifest of the archive",
+                            r.filtered, r.original
+                        ),
+                    )
+                });
+            }
+            if !originals.insert(&r.original) || manifest.blob(&r.original).is_some() {
+                out.push(Failure {
+                    digest: Some(r.original.clone()),
+                    ..Failure::new(
+                        FailureKind::InvalidContent,
+                        format!(
+                            "platforms: original {} is replaced twice or also carried",
+                            r.original
+                        ),
+                    )
+                });
+            }
+        }
         for bundle in &manifest.bundles {
             if manifest.blob(&bundle.digest).is_none() {
                 out.push(Failure {

@@ -212,6 +212,28 @@ pub struct Manifest {
     /// (`export --expires`), so a captured old archive stops being accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+    /// Present when the export kept only some platforms (`export --platform`): which, and
+    /// each index or bundle the archive carries in place of the original it was derived from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platforms: Option<PlatformFilter>,
+}
+
+/// The `platforms` field: what a platform-filtered export kept and replaced, signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformFilter {
+    /// The platforms kept, as given (`os/arch[/variant]`).
+    pub kept: Vec<String>,
+    /// Each replaced manifest, sorted by `original`.
+    pub replaced: Vec<Replacement>,
+}
+
+/// One filtered index (or derived bundle) and the original digest it stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replacement {
+    /// The digest at the source (not carried).
+    pub original: Digest,
+    /// The digest carried instead.
+    pub filtered: Digest,
 }
 
 /// Identifies the exact `index.json` bytes, so that the signature covers them too.
@@ -406,6 +428,7 @@ impl Manifest {
             base: None,
             sequence: None,
             expires: None,
+            platforms: None,
         }
     }
 

@@ -475,3 +475,72 @@ pub fn config_is_bundle(config: &[u8]) -> bool {
         .and_then(|c| c.labels)
         .is_some_and(|l| l.contains_key(BUNDLE_LABEL))
 }
+
+/// A bundle image whose layer is `gz` (an imgpkg bundle layer) with the file `replace`
+/// swapped for `contents`, re-written entry by entry as imgpkg writes a layer (derived bundles
+/// of a platform-filtered export); the uncompressed tar may not exceed `limit` bytes.
+pub fn rewrite_bundle_layer(
+    gz: &[u8],
+    replace: &str,
+    contents: &[u8],
+    limit: u64,
+) -> Result<SmallImage, AuthorError> {
+    let what = format!("<bundle layer, replacing {replace}>");
+    let bad = |message: String| AuthorError::InvalidInput {
+        path: PathBuf::from(&what),
+        message,
+    };
+    let mut tar = LayerTarWriter::new(Vec::new()).map_err(io_err(&what))?;
+    let mut replaced = false;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz).take(limit));
+    for entry in archive.entries().map_err(io_err(&what))? {
+        let mut entry = entry.map_err(io_err(&what))?;
+        let path = entry.path().map_err(io_err(&what))?;
+        let name = path
+            .to_str()
+            .ok_or_else(|| bad("an entry name is not UTF-8".into()))?
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_owned();
+        if name.is_empty() || name == "." {
+            continue;
+        }
+        if name.split('/').any(|c| c == ".." || c.is_empty()) || name.starts_with('/') {
+            return Err(bad(format!("entry {name:?} leaves the bundle")));
+        }
+        let mode = entry.header().mode().map_err(io_err(&what))?;
+        match entry.header().entry_type() {
+            tar::EntryType::Directory => tar.add_dir(&name).map_err(io_err(&what))?,
+            tar::EntryType::Regular if name == replace => {
+                replaced = true;
+                tar.add_file(&name, mode, contents.len() as u64, &mut &contents[..])
+                    .map_err(io_err(&what))?;
+            }
+            tar::EntryType::Regular => {
+                let size = entry.size();
+                tar.add_file(&name, mode, size, &mut entry)
+                    .map_err(io_err(&what))?;
+            }
+            other => {
+                return Err(bad(format!(
+                    "entry {name:?} is a {other:?}; a bundle holds only files and directories"
+                )));
+            }
+        }
+    }
+    if !replaced {
+        return Err(bad(format!("the layer has no {replace}")));
+    }
+    let tar_bytes = tar.finish().map_err(io_err(&what))?;
+    let (layer_info, layer) = gzip_with(Vec::new(), |w| {
+        w.write_all(&tar_bytes).map_err(io_err(&what))
+    })?;
+    let config = config_bytes(&layer_info.diff_id, true);
+    let manifest = manifest_bytes(&config, &layer_info);
+    Ok(SmallImage {
+        layer,
+        layer_info,
+        config,
+        manifest,
+    })
+}

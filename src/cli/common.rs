@@ -89,3 +89,15 @@ impl RunArgs {
 pub fn parse_ref(text: &str, flag: &str) -> anyhow::Result<Reference> {
     Reference::parse(text).with_context(|| format!("{flag} {text}"))
 }
+
+/// Tells a `--to-registry` user which bundle repositories imgpkg can pull from as relocated.
+pub fn print_hosted(placement: &airlift::transfer::place::Placement) {
+    for (repo, digests) in &placement.hosted {
+        eprintln!(
+            "{repo} also hosts the {} manifest(s) its bundle lock reaches (cross-repository \
+             mounts, no bytes sent again) and imgpkg's locations image: `imgpkg pull -b \
+             {repo}:TAG` rewrites the lock to {repo}",
+            digests.len().saturating_sub(1)
+        );
+    }
+}

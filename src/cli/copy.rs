@@ -8,13 +8,15 @@ use airlift::transfer::progress::Progress;
 use airlift::transfer::walk::{RootRequest, Walker};
 use clap::Args;
 
-use super::common::{RegistryArgs, RunArgs, parse_ref};
+use super::common::{RegistryArgs, RunArgs, parse_ref, print_hosted};
 
 /// Copy a bundle or images, with everything they reference, straight to another registry.
 ///
 /// Uses the same layouts as `airlift import`: `--to-repo` reproduces imgpkg's flat
 /// relocation (everything in one repository, tagged `sha256-<hex>.imgpkg`), `--to-registry`
-/// keeps repository paths under a prefix. Blobs the destination already has are skipped;
+/// keeps repository paths under a prefix (and each bundle's repository also hosts its locked
+/// images by mount, tagged as imgpkg's relocation tags them, so the stock `imgpkg pull -b`
+/// rewrites the lock to it). Blobs the destination already has are skipped;
 /// on the same registry, blobs are mounted instead of copied.
 #[derive(Args, Debug)]
 #[command(group = clap::ArgGroup::new("source").required(true).args(["bundle", "image"]))]
@@ -29,9 +31,14 @@ pub struct CopyArgs {
     /// Destination repository for imgpkg's flat layout.
     #[arg(long = "to-repo", value_name = "REPO")]
     pub to_repo: Option<String>,
-    /// Destination registry (and optional path prefix) keeping repository paths.
+    /// Destination registry (and optional path prefix) keeping repository paths; each bundle's
+    /// repository also hosts its locked images (by mount) for the stock imgpkg.
     #[arg(long = "to-registry", value_name = "PREFIX")]
     pub to_registry: Option<String>,
+    /// Keep only this platform of every multi-arch index (`os/arch[/variant]`, repeatable),
+    /// as `export --platform` does: filtered indexes, derived bundles with rewritten locks.
+    #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]", value_parser = airlift::transfer::platform::PlatformSpec::parse)]
+    pub platform: Vec<airlift::transfer::platform::PlatformSpec>,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
@@ -56,6 +63,11 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<()> {
     let graph = Walker::new(&registries, concurrency)
         .walk(&requests)
         .await?;
+    let (graph, filtered) = if args.platform.is_empty() {
+        (graph, airlift::transfer::platform::Filtered::default())
+    } else {
+        airlift::transfer::platform::filter(&registries, graph, &args.platform).await?
+    };
     let progress = Arc::new(Progress::new(
         args.run.progress_mode(),
         "copy",
@@ -63,13 +75,27 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<()> {
         graph.blobs.values().map(|b| b.desc.size).sum(),
     ));
     let reporter: Arc<dyn Reporter> = progress.clone();
-    let (report, placement) =
-        airlift::transfer::copy::copy(&registries, &graph, &dest, concurrency, &reporter).await?;
+    let (report, placement) = airlift::transfer::copy::copy(
+        &registries,
+        &graph,
+        &dest,
+        concurrency,
+        &reporter,
+        &filtered.derived_blobs,
+    )
+    .await?;
     progress.finish();
     for root in &graph.roots {
         if let Some(to) = placement.mapping.get(root.reference.original()) {
             println!("{} -> {to}", root.reference.original());
         }
+    }
+    print_hosted(&placement);
+    if !args.platform.is_empty() {
+        eprintln!(
+            "platform filter: {} index(es) filtered, {} bundle(s) derived, {} bytes left out",
+            filtered.indexes, filtered.bundles, filtered.left_out_bytes
+        );
     }
     eprintln!(
         "copied {} manifests, {} blobs ({} bytes); {} blobs already present, {} mounted",

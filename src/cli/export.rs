@@ -70,10 +70,20 @@ pub struct ExportArgs {
     /// correctly, fetch only the rest. Refused if the source changed since.
     #[arg(long)]
     pub resume: bool,
+    /// Keep only this platform of every multi-arch index (`os/arch[/variant]`, repeatable),
+    /// with the attestation manifests of what is kept. Each filtered index gets a new digest,
+    /// so every bundle whose lock names one is carried as a derived bundle (same files, lock
+    /// rewritten, new manifest); the signed airlift manifest records original -> filtered.
+    #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
+    pub platform: Vec<airlift::transfer::platform::PlatformSpec>,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+fn parse_platform(text: &str) -> Result<airlift::transfer::platform::PlatformSpec, String> {
+    airlift::transfer::platform::PlatformSpec::parse(text)
 }
 
 fn parse_volume_size(text: &str) -> Result<u64, String> {
@@ -111,6 +121,24 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let graph = Walker::new(&registries, concurrency)
         .walk(&requests)
         .await?;
+    let (graph, platforms) = if args.platform.is_empty() {
+        (graph, Default::default())
+    } else {
+        airlift::transfer::platform::filter(&registries, graph, &args.platform).await?
+    };
+    let filter_line = (!args.platform.is_empty()).then(|| {
+        format!(
+            "platform filter {}: {} index(es) filtered, {} bundle(s) derived, {} bytes left out",
+            args.platform
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            platforms.indexes,
+            platforms.bundles,
+            platforms.left_out_bytes
+        )
+    });
     let summary = export(
         &registries,
         &graph,
@@ -128,6 +156,7 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
                 sequence: args.sequence,
                 expires: args.expires.clone(),
             },
+            platforms,
         },
     )
     .await
@@ -143,6 +172,9 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
             "resumed: kept {} verified entries from the interrupted run",
             summary.resumed_entries
         );
+    }
+    if let Some(line) = &filter_line {
+        eprintln!("{line}");
     }
     if let Some(b) = &args.since {
         eprintln!(

@@ -8,7 +8,7 @@ use airlift::transfer::place::Destination;
 use anyhow::Context;
 use clap::Args;
 
-use super::common::{RegistryArgs, RunArgs, parse_ref};
+use super::common::{RegistryArgs, RunArgs, parse_ref, print_hosted};
 use super::lock_output::write_relocated_lock;
 use super::trust::TrustArgs;
 
@@ -22,7 +22,11 @@ use super::trust::TrustArgs;
 /// --to-repo REPO reproduces imgpkg's relocation (everything in REPO, tagged
 /// sha256-<hex>.imgpkg, the bundle's tag kept, a locations image per bundle), so both
 /// `imgpkg pull -b REPO:TAG` and `airlift pull -b REPO:TAG` rewrite the bundle's lock to REPO.
-/// --to-registry PREFIX keeps repository paths (src.example/library/redis -> PREFIX/library/redis).
+/// --to-registry PREFIX keeps repository paths (src.example/library/redis -> PREFIX/library/redis)
+/// and also makes each bundle's repository host every image its lock reaches, mounted from
+/// where it landed (no bytes sent twice), tagged and with a locations image as imgpkg's own
+/// relocation leaves it: `imgpkg pull -b PREFIX/<bundle path>:TAG` (and kapp-controller)
+/// rewrite the lock to the bundle's repository, `airlift pull -b` to the path-keeping copies.
 /// The archive is only read: nothing is written next to it.
 ///
 /// Volumes of a set can be given all at once or a few per run (one stick at a time): each
@@ -40,7 +44,8 @@ pub struct ImportArgs {
     /// Destination repository for imgpkg's flat layout.
     #[arg(long = "to-repo", value_name = "REPO")]
     pub to_repo: Option<String>,
-    /// Destination registry (and optional path prefix) keeping repository paths.
+    /// Destination registry (and optional path prefix) keeping repository paths; each bundle's
+    /// repository also hosts its locked images (by mount) for the stock imgpkg.
     #[arg(long = "to-registry", value_name = "PREFIX")]
     pub to_registry: Option<String>,
     /// Write the relocated lock: a BundleLock for a bundle, an ImagesLock for images.
@@ -190,6 +195,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<bool> {
             println!("{} -> {to}", root.reference.original());
         }
     }
+    print_hosted(&placement);
     if let Some(out) = &args.lock_output {
         write_relocated_lock(out, &graph, &placement)?;
         eprintln!("wrote {}", out.display());

@@ -22,6 +22,9 @@ pub struct Placement {
     pub tags: Vec<(String, String, Digest)>,
     /// Where each root and locked image ends up: original text → destination digest reference.
     pub mapping: BTreeMap<String, Reference>,
+    /// `--to-registry`: the manifests each bundle repository also hosts (by mount) so that the
+    /// stock imgpkg finds them there, by repository.
+    pub hosted: BTreeMap<String, BTreeSet<Digest>>,
 }
 
 /// The destination layout asked for.
@@ -82,6 +85,9 @@ impl Placement {
                 .entry(d.clone())
                 .or_default()
                 .insert(repo_for(source));
+        }
+        if let Destination::Registry(_) = dest {
+            p.host_locked_images(graph);
         }
         // Index children follow their parent's repository, so `--to-registry` keeps each image whole.
         for node in graph.manifests.values() {
@@ -154,13 +160,64 @@ impl Placement {
             p.mapping
                 .insert(img.image.clone(), repo_ref(&repo, &img.digest)?);
         }
+        for (repo, digests) in &p.hosted {
+            for d in digests {
+                p.tags.push((repo.clone(), imgpkg_tag(d), d.clone()));
+            }
+        }
         p.tags.sort();
         p.tags.dedup();
         Ok(p)
+    }
+
+    /// imgpkg looks for a relocated bundle's images only in the bundle's own repository (its
+    /// locations image, then each digest there, recursively for nested bundles pulled from
+    /// it): so every bundle repository also receives, by cross-repository mount, every
+    /// manifest its lock reaches, and is tagged as `imgpkg copy --to-repo` tags it.
+    fn host_locked_images(&mut self, graph: &Graph) {
+        let own: Vec<(Digest, BTreeSet<String>)> = graph
+            .bundle_locks
+            .iter()
+            .filter_map(|l| {
+                let repos = self.manifest_repos.get(&l.bundle)?.clone();
+                Some((l.bundle.clone(), repos))
+            })
+            .collect();
+        for (bundle, repos) in own {
+            let reached = locked_closure(graph, &bundle);
+            for repo in repos {
+                let hosted = self.hosted.entry(repo.clone()).or_default();
+                hosted.insert(bundle.clone());
+                for d in &reached {
+                    self.manifest_repos
+                        .entry(d.clone())
+                        .or_default()
+                        .insert(repo.clone());
+                    hosted.insert(d.clone());
+                }
+            }
+        }
     }
 
     /// A digest reference for `d` in `repo`.
     pub fn at(repo: &str, d: &Digest) -> Result<Reference, StoreError> {
         repo_ref(repo, d)
     }
+}
+
+/// Every manifest a bundle's lock names, and what the locks of bundles among them name, in turn
+/// (bounded by the graph: each bundle is visited once).
+fn locked_closure(graph: &Graph, bundle: &Digest) -> BTreeSet<Digest> {
+    let mut out = BTreeSet::new();
+    let mut visited = BTreeSet::from([bundle.clone()]);
+    let mut queue = vec![bundle.clone()];
+    while let Some(b) = queue.pop() {
+        for img in graph.locked.iter().filter(|l| l.locked_by == b) {
+            out.insert(img.digest.clone());
+            if img.kind == crate::graph::Kind::Bundle && visited.insert(img.digest.clone()) {
+                queue.push(img.digest.clone());
+            }
+        }
+    }
+    out
 }

@@ -54,6 +54,9 @@ pub struct ExportOptions {
     pub progress: ProgressMode,
     /// The signed `sequence` and `expires` freeze fields.
     pub freeze: crate::archive::manifest::Freeze,
+    /// What `--platform` filtering did (recorded, signed; its derived blobs are written from
+    /// memory); default when not filtering.
+    pub platforms: super::platform::Filtered,
 }
 
 /// What an export wrote.
@@ -170,6 +173,7 @@ pub async fn export(
     };
     let (mut manifest, index_json) = build_manifest_model(graph, created)?;
     opts.freeze.apply(&mut manifest, created);
+    manifest.platforms = opts.platforms.record.clone();
     if let Some(prev) = &previous {
         refuse_moved_roots(prev, &manifest)?;
     }
@@ -269,7 +273,10 @@ pub async fn export(
     .await?;
     let resumed_entries = sink.resumed_entries();
     // The writer hashes every byte and aborts on a mismatch, so downloads check only length.
-    let source = RegistrySource::new(registries, graph).length_checked();
+    let source = super::platform::WithDerived {
+        inner: RegistrySource::new(registries, graph).length_checked(),
+        derived: &opts.platforms.derived_blobs,
+    };
     let blobs: Vec<Descriptor> = graph.blobs.values().map(|b| b.desc.clone()).collect();
     let copy_opts = CopyOptions {
         concurrency: 1,

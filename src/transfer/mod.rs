@@ -6,6 +6,7 @@
 //! - [`export`], [`import`] and [`copy`] are policies over it (which stores, which hooks);
 //! - [`place`] decides where each manifest and blob goes at a destination registry
 //!   (imgpkg's flat `--to-repo` layout, or `--to-registry` keeping paths);
+//! - [`platform`] narrows a graph to some platforms (`export --platform`), deriving bundles;
 //! - [`receipt`] records what an import put where, signed, for audits and delta exports.
 
 pub mod copy;
@@ -15,6 +16,7 @@ pub mod export;
 pub use crate::graph;
 pub use crate::store::place;
 pub mod import;
+pub mod platform;
 pub mod progress;
 pub mod provenance;
 pub mod receipt;

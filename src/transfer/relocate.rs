@@ -1,10 +1,11 @@
 //! The metadata images written next to a relocated bundle, so that `pull` can find its images.
 //!
-//! - `--to-repo`: imgpkg's locations image, tagged `sha256-<bundle hex>.image-locations.imgpkg`,
-//!   listing each locked image's original reference (imgpkg then looks for it in the bundle's repository).
-//! - `--to-registry`: airlift's relocations image, tagged `sha256-<bundle hex>.image-relocations.airlift`,
-//!   mapping each locked image's original reference to where it now lives
-//!   (documented in `format-spec/relocation.md`).
+//! - both layouts: imgpkg's locations image, tagged `sha256-<bundle hex>.image-locations.imgpkg`,
+//!   listing each locked image's original reference (imgpkg then looks for it in the bundle's
+//!   repository, which hosts every locked image).
+//! - `--to-registry` also: airlift's relocations image, tagged
+//!   `sha256-<bundle hex>.image-relocations.airlift`, mapping each locked image's original
+//!   reference to where its path-keeping copy lives (documented in `format-spec/relocation.md`).
 
 use bytes::Bytes;
 
@@ -77,31 +78,28 @@ pub fn metadata_images(
                 .any(|l| l.locked_by == lock.bundle && l.image == image && l.kind == Kind::Bundle)
         };
         for repo in bundle_repos {
-            match dest {
-                Destination::Repo(_) => {
-                    let locs = ImageLocations::new(
-                        lock.entries
-                            .iter()
-                            .map(|(image, _)| (image.clone(), is_bundle(image))),
-                    );
-                    let img = locations_image(&locs)?;
-                    let tag = format!("{}{LOCATIONS_TAG_SUFFIX}", lock.bundle.tag_form());
-                    out.push(extra(repo, vec![tag], img)?);
-                }
-                Destination::Registry(_) => {
-                    let doc =
-                        ImageRelocations::new(lock.entries.iter().filter_map(|(image, _)| {
-                            placement
-                                .mapping
-                                .get(image)
-                                .map(|to| (image.clone(), to.to_string()))
-                        }));
-                    let text = doc.to_yaml()?;
-                    let tar = single_file_layer_tar(RELOCATIONS_FILE, text.as_bytes())?;
-                    let img = small_image(&tar)?;
-                    let tag = format!("{}{RELOCATIONS_TAG_SUFFIX}", lock.bundle.tag_form());
-                    out.push(extra(repo, vec![tag], img)?);
-                }
+            // imgpkg's locations image, in both layouts: with it the stock imgpkg rewrites the
+            // lock to the bundle's repository, which hosts every locked image.
+            let locs = ImageLocations::new(
+                lock.entries
+                    .iter()
+                    .map(|(image, _)| (image.clone(), is_bundle(image))),
+            );
+            let img = locations_image(&locs)?;
+            let tag = format!("{}{LOCATIONS_TAG_SUFFIX}", lock.bundle.tag_form());
+            out.push(extra(repo, vec![tag], img)?);
+            if let Destination::Registry(_) = dest {
+                let doc = ImageRelocations::new(lock.entries.iter().filter_map(|(image, _)| {
+                    placement
+                        .mapping
+                        .get(image)
+                        .map(|to| (image.clone(), to.to_string()))
+                }));
+                let text = doc.to_yaml()?;
+                let tar = single_file_layer_tar(RELOCATIONS_FILE, text.as_bytes())?;
+                let img = small_image(&tar)?;
+                let tag = format!("{}{RELOCATIONS_TAG_SUFFIX}", lock.bundle.tag_form());
+                out.push(extra(repo, vec![tag], img)?);
             }
         }
     }

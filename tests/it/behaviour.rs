@@ -512,16 +512,16 @@ fn delta_over_a_partly_present_base_is_refused_before_any_blob_is_uploaded() {
 // import --to-repo creates exactly imgpkg's tag set and lock
 
 /// One image of imgpkg's copy tar: its exact manifest, config and gzip layer bytes.
-struct GoldenImage {
-    manifest: Vec<u8>,
-    config: Vec<u8>,
-    layers: Vec<Vec<u8>>,
-    tag: String,
+pub(crate) struct GoldenImage {
+    pub(crate) manifest: Vec<u8>,
+    pub(crate) config: Vec<u8>,
+    pub(crate) layers: Vec<Vec<u8>>,
+    pub(crate) tag: String,
 }
 
 /// The images of `guestbook.imgpkg-copy.tar` (the golden bundle first), read with the `tar`
 /// crate from imgpkg's own format: `manifest.json` plus `sha256-<hex>.tar.gz` per layer.
-fn golden_images() -> Vec<GoldenImage> {
+pub(crate) fn golden_images() -> Vec<GoldenImage> {
     use std::io::Read;
     let path = support::fixtures::fixtures().join("guestbook.imgpkg-copy.tar");
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
@@ -563,7 +563,7 @@ fn golden_images() -> Vec<GoldenImage> {
 
 /// Pushes exact blob and manifest bytes with the library's registry client (skopeo would
 /// convert or refuse imgpkg's Docker manifests in an OCI layout).
-fn push_golden(reg: &Registry, repo: &str, images: &[GoldenImage]) {
+pub(crate) fn push_golden(reg: &Registry, repo: &str, images: &[GoldenImage]) {
     use airlift::oci::{Descriptor, RawManifest, media_type};
     use airlift::reference::Reference;
     use airlift::registry::{Registries, RegistryOptions};
