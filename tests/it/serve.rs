@@ -686,3 +686,133 @@ fn skopeo_and_airlift_pull_every_root_over_tls_with_auth() {
         "the refusal names serve's address: {text}"
     );
 }
+
+#[test]
+fn volumes_serve_as_one_archive_and_a_missing_volume_is_named() {
+    let src = Registry::start_plain();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let written = push_images(
+        &src,
+        &[(
+            "vol/app:1",
+            ImageSpec::new(
+                1,
+                vec![LayerSpec::new(1, 700 * 1024), LayerSpec::new(2, 700 * 1024)],
+            ),
+        )],
+    );
+    let (key, public) = keygen(h, "release");
+    let set = h.join("app.tar");
+    let app = src.reference("vol/app:1");
+    expect_ok(&airlift(
+        h,
+        &[
+            "export",
+            "-i",
+            &app,
+            "-o",
+            s(&set),
+            "--sign-key",
+            s(&key),
+            "--volume-size",
+            "1MiB",
+            "-q",
+        ],
+    ));
+    let mut vols: Vec<_> = fs::read_dir(h)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with("app.") && n.ends_with(".tar")
+        })
+        .collect();
+    vols.sort();
+    assert!(vols.len() >= 2, "{vols:?}");
+    let mut args: Vec<&str> = vols.iter().map(|p| s(p)).collect();
+    args.extend(["--trust", s(&public)]);
+    let served = Served::start(h, &args);
+    for layer in &written[0].layer_digests {
+        let whole = curl(&[&format!("http://{}/v2/vol/app/blobs/{layer}", src.host())]).body;
+        let got = curl(&[&url(&served, &format!("/v2/vol/app/blobs/{layer}"))]);
+        assert_eq!(got.status, 200);
+        assert_eq!(sha256_digest(&got.body), sha256_digest(&whole), "{layer}");
+    }
+    drop(served);
+    let err = Served::try_start(h, &[s(&vols[0]), "--trust", s(&public)])
+        .err()
+        .expect("a volume set with a volume missing is refused");
+    assert!(err.contains("give every volume"), "{err}");
+}
+
+#[test]
+fn shutdown_finishes_the_response_in_flight_and_slow_clients_time_out() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let img = synth_image(9, &[4 << 20]);
+    let archive = h.join("a.tar");
+    SynthArchive::of_images(&[("quay.io/team/app:1".into(), img.clone())]).write(
+        &archive,
+        false,
+        &[],
+    );
+    let mut served = Served::start(h, &[s(&archive), "--allow-unsigned"]);
+    let layer = img.blobs[1].0.clone();
+    let u = url(&served, &format!("/v2/team/app/blobs/{layer}"));
+
+    // A client that sends half a request head is dropped after the 10 s head timeout.
+    let started = std::time::Instant::now();
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", served.port)).unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    std::io::Write::write_all(&mut slow, b"GET /v2/ HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut buf = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut slow, &mut buf);
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(9) && waited < std::time::Duration::from_secs(25),
+        "dropped after {waited:?}"
+    );
+
+    // A download at 1 MiB/s is in flight when SIGTERM arrives; it still completes.
+    let download = std::thread::spawn(move || curl(&["--limit-rate", "1M", &u]));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (status, log) = served.stop();
+    let got = download.join().unwrap();
+    assert!(status.success(), "{log}");
+    assert_eq!(got.exit, 0, "the download in flight completed");
+    assert_eq!(sha256_digest(&got.body), layer);
+    assert!(
+        log.contains("shutting down") && log.contains("stopped after"),
+        "{log}"
+    );
+}
+
+#[test]
+fn verify_first_refuses_a_damaged_archive_before_listening() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let img = synth_image(11, &[64 * 1024]);
+    let archive = h.join("a.tar");
+    SynthArchive::of_images(&[("quay.io/team/app:1".into(), img.clone())]).write(
+        &archive,
+        false,
+        &[],
+    );
+    let bytes = fs::read(&archive).unwrap();
+    let entries = tar_entries(&bytes);
+    let e = tar_entry(&entries, &format!("blobs/sha256/{}", img.blobs[1].0.hex()));
+    let mut tampered = bytes.clone();
+    tampered[e.data_offset + 7] ^= 1;
+    fs::write(&archive, &tampered).unwrap();
+    // Without --verify-first the damage only shows when the blob is served (tested above).
+    let err = Served::try_start(h, &[s(&archive), "--allow-unsigned", "--verify-first"])
+        .err()
+        .expect("--verify-first refuses a damaged archive");
+    assert!(
+        err.contains("--verify-first") && err.contains("airlift verify"),
+        "{err}"
+    );
+    assert!(!err.contains("listening on"), "{err}");
+}
