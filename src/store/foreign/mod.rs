@@ -315,14 +315,27 @@ pub fn detect(path: &Path) -> Result<Detected, ForeignError> {
     Ok(Detected::Airlift)
 }
 
-/// Whether the tar's first entry is named like an airlift archive's.
+/// Whether the tar opens the way an airlift archive must: `oci-layout`, then
+/// `airlift/manifest.json` (its own reader then judges the rest, with its own messages).
 fn looks_like_airlift(path: &Path) -> bool {
+    let name_is = |h: &[u8], name: &str| h.starts_with(name.as_bytes()) && h[name.len()] == 0;
     let mut h = [0u8; 512];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut h))
+    let Ok(mut f) = File::open(path) else {
+        return false;
+    };
+    if f.read_exact(&mut h).is_err() || !name_is(&h, crate::archive::OCI_LAYOUT) {
+        return false;
+    }
+    let size = std::str::from_utf8(&h[124..135])
+        .ok()
+        .and_then(|t| u64::from_str_radix(t.trim_matches(|c| c == '\0' || c == ' '), 8).ok());
+    let Some(size) = size else {
+        return false;
+    };
+    f.seek(SeekFrom::Start(512 + size.div_ceil(512) * 512))
         .is_ok()
-        && h.starts_with(crate::archive::OCI_LAYOUT.as_bytes())
-        && h[crate::archive::OCI_LAYOUT.len()] == 0
+        && f.read_exact(&mut h).is_ok()
+        && name_is(&h, crate::archive::MANIFEST_ENTRY)
 }
 
 fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {

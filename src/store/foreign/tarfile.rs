@@ -2,8 +2,9 @@
 //! pax names included, through the `tar` crate), data is later read by offset.
 //!
 //! Nothing is ever extracted, so a hostile name cannot write outside a target; still, every
-//! name that could ( `..`, absolute), every link, device or FIFO, duplicate names and sizes
-//! running past the end of the file are refused, naming the entry.
+//! name that could (`..`, absolute), every link whose target is not a regular file of the same
+//! tar (`docker save` links each `<id>/layer.tar` to one blob), every device or FIFO,
+//! duplicate names and sizes running past the end of the file are refused, naming the entry.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -47,6 +48,27 @@ pub fn normalize(name: &str) -> Result<String, String> {
     Ok(parts.join("/"))
 }
 
+/// A link target as a name in the archive: relative to `base`, refusing absolute targets and
+/// `..` that climbs above the archive's root.
+fn resolve(base: &str, target: &str) -> Result<String, String> {
+    if target.starts_with('/') {
+        return Err("absolute target".into());
+    }
+    let mut parts: Vec<&str> = base.split('/').filter(|c| !c.is_empty()).collect();
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err("points outside the archive".into());
+                }
+            }
+            c => parts.push(c),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
 impl TarFile {
     /// Reads every header of `path` (seeking over data) under the rules above.
     pub fn index(path: &Path) -> Result<TarFile, ForeignError> {
@@ -62,6 +84,7 @@ impl TarFile {
             what: format!("not a readable tar file ({e})"),
         };
         let mut files = HashMap::new();
+        let mut links: Vec<(String, String, &'static str)> = Vec::new();
         let mut count = 0usize;
         for entry in archive.entries_with_seek().map_err(not_tar)? {
             let entry = entry.map_err(not_tar)?;
@@ -79,6 +102,26 @@ impl TarFile {
                 tar::EntryType::Directory => continue,
                 tar::EntryType::Regular | tar::EntryType::Continuous => {}
                 tar::EntryType::XGlobalHeader => continue,
+                tar::EntryType::Symlink | tar::EntryType::Link => {
+                    let target = entry
+                        .link_name_bytes()
+                        .map(|t| String::from_utf8_lossy(&t).into_owned())
+                        .unwrap_or_default();
+                    let (what, base) = if kind == tar::EntryType::Symlink {
+                        // A symbolic link is relative to its own directory.
+                        (
+                            "symbolic link",
+                            name.rsplit_once('/').map_or("", |(d, _)| d),
+                        )
+                    } else {
+                        ("hard link", "")
+                    };
+                    let resolved = resolve(base, &target).map_err(|r| {
+                        bad(format!("entry {shown:?} is a {what} to {target:?}: {r}"))
+                    })?;
+                    links.push((name, resolved, what));
+                    continue;
+                }
                 other => {
                     return Err(bad(format!(
                         "entry {shown:?} is a {} (only regular files and directories are read)",
@@ -94,6 +137,18 @@ impl TarFile {
             }
             if files.insert(name, Region { offset, size }).is_some() {
                 return Err(bad(format!("entry {shown:?} appears twice")));
+            }
+        }
+        // Links resolve to regular files only (no chains, no directories, nothing outside).
+        for (name, target, what) in links {
+            let Some(&r) = files.get(&target) else {
+                return Err(bad(format!(
+                    "entry {name:?} is a {what} to {target:?}, which is not a regular file of \
+                     the archive"
+                )));
+            };
+            if files.insert(name.clone(), r).is_some() {
+                return Err(bad(format!("entry {name:?} appears twice")));
             }
         }
         Ok(TarFile {
@@ -186,5 +241,13 @@ mod tests {
         assert!(normalize("../etc/passwd").is_err());
         assert!(normalize("blobs/../../x").is_err());
         assert!(normalize("/etc/passwd").is_err());
+    }
+
+    #[test]
+    fn link_targets_stay_inside_the_archive() {
+        use super::resolve;
+        assert_eq!(resolve("abc", "../sha.tar").unwrap(), "sha.tar");
+        assert!(resolve("abc", "../../etc/passwd").is_err());
+        assert!(resolve("", "/etc/shadow").is_err());
     }
 }
