@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use crate::support::fixtures::{GOLDEN_HOST, fixtures};
 use crate::support::synth::{RawTarEntry, raw_tar};
 use crate::support::{
-    ImageSpec, LayerSpec, Registry, airlift, airlift_cmd, catalog, expect_failed, expect_ok,
-    keygen, output_text, registry_tags, run_measuring_rss, run_tool, s, skopeo_inspect_raw,
-    skopeo_push, write_oci_image, write_oci_index,
+    ImageSpec, LayerSpec, Registry, airlift, airlift_cmd, catalog, expect_ok, keygen, output_text,
+    registry_tags, run_measuring_rss, run_tool, s, skopeo_inspect_raw, skopeo_push,
+    write_oci_image, write_oci_index,
 };
 
 /// `skopeo copy` from the plain-HTTP test registry to a local transport (`oci:`,
