@@ -22,9 +22,14 @@ use super::common::{RegistryArgs, RunArgs, parse_ref};
 /// NAME.B3SUMS and NAME.SHA256SUMS for `b3sum -c` / `sha256sum -c`. Set SOURCE_DATE_EPOCH for
 /// byte-identical repeat exports.
 ///
+/// --from FILE converts another tool's archive instead of reading a registry: an OCI image
+/// layout (directory or tar), a `docker save` tar, or an imgpkg `copy --to-tar` file (a bundle
+/// in it stays a bundle, with its lock). Every digest is checked while it is written.
+///
 /// Example: airlift export -b registry.example/app-bundle:1.0 -o app-1.0.tar --sign-key release.key
+/// Example: airlift export --from app.imgpkg.tar -o app-1.0.tar --sign-key release.key
 #[derive(Args, Debug)]
-#[command(group = clap::ArgGroup::new("source").required(true).multiple(true).args(["bundle", "image", "lock"]))]
+#[command(group = clap::ArgGroup::new("source").required(true).multiple(true).args(["bundle", "image", "lock", "from"]))]
 #[command(group = clap::ArgGroup::new("signing").required(true).args(["sign_key", "unsigned"]))]
 pub struct ExportArgs {
     /// Bundle to export, with every image its lock names (nested bundles too).
@@ -36,6 +41,10 @@ pub struct ExportArgs {
     /// Export every image of an ImagesLock file (e.g. .imgpkg/images.yml).
     #[arg(long = "lock", value_name = "IMAGES_LOCK")]
     pub lock: Option<PathBuf>,
+    /// Read another tool's archive instead of a registry (OCI layout dir or tar, docker save,
+    /// imgpkg copy --to-tar), and write it as a signed airlift archive.
+    #[arg(long = "from", value_name = "FILE", conflicts_with_all = ["bundle", "image", "lock"])]
+    pub from: Option<PathBuf>,
     /// The archive to write (`.tar`, or `.tar.zst` with --zstd).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: PathBuf,
@@ -99,6 +108,81 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("--sign-key {}", p.display()))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let base = match &args.since {
+        Some(p) => Some(airlift::transfer::export::Base::load(p)?),
+        None => None,
+    };
+    let concurrency = usize::from(args.run.concurrency);
+    let mut options = ExportOptions {
+        output: args.output.clone(),
+        volume_size: args.volume_size,
+        base,
+        resume: args.resume,
+        zstd: args.zstd,
+        signers,
+        created: creation_time(),
+        prefetch: concurrency,
+        progress: args.run.progress_mode(),
+        freeze: airlift::archive::manifest::Freeze {
+            sequence: args.sequence,
+            expires: args.expires.clone(),
+        },
+        platforms: Default::default(),
+    };
+    let mut filter_line = None;
+    let summary = match &args.from {
+        Some(from) => {
+            if !args.platform.is_empty() {
+                anyhow::bail!(
+                    "--platform works on a registry source: import the file first, or export \
+                     it whole with --from"
+                );
+            }
+            let store = super::foreign::open(from)?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--from {}: this is already an airlift archive; `airlift verify` and \
+                     `airlift import` read it as it is",
+                    from.display()
+                )
+            })?;
+            eprintln!("reading {}", store.format.describe());
+            airlift::transfer::export::export_from(&store, &store.graph, options).await
+        }
+        None => {
+            let registries = args.registry.registries()?;
+            let graph = Walker::new(&registries, concurrency)
+                .walk(&requests(&args)?)
+                .await?;
+            let graph = if args.platform.is_empty() {
+                graph
+            } else {
+                let (graph, platforms) =
+                    airlift::transfer::platform::filter(&registries, graph, &args.platform)
+                        .await?;
+                filter_line = Some(format!(
+                    "platform filter {}: {} index(es) filtered, {} bundle(s) derived, {} bytes left out",
+                    args.platform
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    platforms.indexes,
+                    platforms.bundles,
+                    platforms.left_out_bytes
+                ));
+                options.platforms = platforms;
+                graph
+            };
+            export(&registries, &graph, options).await
+        }
+    }
+    .with_context(|| format!("exporting to {}", args.output.display()))?;
+    report(&args, &summary, filter_line.as_deref());
+    Ok(())
+}
+
+/// What `-b`, `-i` and `--lock` ask for.
+fn requests(args: &ExportArgs) -> anyhow::Result<Vec<RootRequest>> {
     let mut requests = Vec::new();
     if let Some(b) = &args.bundle {
         requests.push(RootRequest::Bundle(parse_ref(b, "-b")?));
@@ -112,55 +196,15 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
             requests.push(RootRequest::Image(parse_ref(&img.image, "--lock entry")?));
         }
     }
-    let base = match &args.since {
-        Some(p) => Some(airlift::transfer::export::Base::load(p)?),
-        None => None,
-    };
-    let registries = args.registry.registries()?;
-    let concurrency = usize::from(args.run.concurrency);
-    let graph = Walker::new(&registries, concurrency)
-        .walk(&requests)
-        .await?;
-    let (graph, platforms) = if args.platform.is_empty() {
-        (graph, Default::default())
-    } else {
-        airlift::transfer::platform::filter(&registries, graph, &args.platform).await?
-    };
-    let filter_line = (!args.platform.is_empty()).then(|| {
-        format!(
-            "platform filter {}: {} index(es) filtered, {} bundle(s) derived, {} bytes left out",
-            args.platform
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            platforms.indexes,
-            platforms.bundles,
-            platforms.left_out_bytes
-        )
-    });
-    let summary = export(
-        &registries,
-        &graph,
-        ExportOptions {
-            output: args.output.clone(),
-            volume_size: args.volume_size,
-            base,
-            resume: args.resume,
-            zstd: args.zstd,
-            signers,
-            created: creation_time(),
-            prefetch: concurrency,
-            progress: args.run.progress_mode(),
-            freeze: airlift::archive::manifest::Freeze {
-                sequence: args.sequence,
-                expires: args.expires.clone(),
-            },
-            platforms,
-        },
-    )
-    .await
-    .with_context(|| format!("exporting to {}", args.output.display()))?;
+    Ok(requests)
+}
+
+/// Prints what an export wrote.
+fn report(
+    args: &ExportArgs,
+    summary: &airlift::transfer::export::ExportSummary,
+    filter_line: Option<&str>,
+) {
     for f in &summary.files {
         println!("{}", f.display());
     }
@@ -173,7 +217,7 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
             summary.resumed_entries
         );
     }
-    if let Some(line) = &filter_line {
+    if let Some(line) = filter_line {
         eprintln!("{line}");
     }
     if let Some(b) = &args.since {
@@ -197,5 +241,4 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
             format!("signed by {}", summary.signers.join(", "))
         }
     );
-    Ok(())
 }

@@ -34,11 +34,17 @@ use super::trust::TrustArgs;
 /// blob of the archive is at the destination pushes manifests and tags. A delta (`export
 /// --since`) is refused before anything is pushed if a blob it relies on is missing.
 ///
+/// Other tools' archives are read too, told from their content: an OCI image layout
+/// (directory or tar, as skopeo, umoci, oras, crane or BuildKit write it), a `docker save`
+/// tar, or an imgpkg `copy --to-tar` file. They carry no signature, so they need
+/// --allow-unsigned; every digest is still checked while it streams.
+///
 /// Example: airlift import app-1.0.tar --to-repo registry.internal/apps/app --trust release.pub --lock-output app.lock.yml
 #[derive(Args, Debug)]
 #[command(group = clap::ArgGroup::new("dest").required(true).args(["to_repo", "to_registry"]))]
 pub struct ImportArgs {
-    /// The archive (`.tar` or `.tar.zst`), or one or more volumes of a set, in any order.
+    /// The archive (`.tar` or `.tar.zst`), or one or more volumes of a set, in any order; or
+    /// another tool's archive (OCI layout directory or tar, docker save, imgpkg tar).
     #[arg(value_name = "ARCHIVE", required = true, num_args = 1..)]
     pub archive: Vec<PathBuf>,
     /// Destination repository for imgpkg's flat layout.
@@ -95,6 +101,26 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<bool> {
         (_, Some(p)) => Destination::Registry(p.trim_end_matches('/').to_owned()),
         _ => anyhow::bail!("one of --to-repo or --to-registry is required"),
     };
+    // Another tool's archive (OCI layout, docker save, imgpkg tar): same engine, no signature.
+    if let [one] = &args.archive[..]
+        && let Some(store) = super::foreign::open(one)?
+    {
+        let registries = args.registry.registries()?;
+        let request = super::foreign::ImportRequest {
+            dest: &dest,
+            allow_unsigned: trust.allow_unsigned,
+            dry_run: args.dry_run,
+            lock_output: args.lock_output.as_ref(),
+            receipt: args.receipt.is_some(),
+            options: ImportOptions {
+                concurrency: usize::from(args.run.concurrency),
+                progress: args.run.progress_mode(),
+                verify_existing: args.verify_existing,
+                allow_downgrade: args.allow_downgrade,
+            },
+        };
+        return super::foreign::import(&registries, &store, request).await;
+    }
     if args.dry_run {
         let opts = airlift::archive::verify::VerifyOptions {
             trusted: trust.keys.clone(),

@@ -44,6 +44,42 @@ pub fn run(args: InspectArgs) -> anyhow::Result<bool> {
     let mut ok = true;
     let mut json = Vec::new();
     for (i, path) in args.archives.iter().enumerate() {
+        // Another tool's archive (OCI layout, docker save, imgpkg tar) has no signature to show.
+        match super::foreign::open(path) {
+            Ok(Some(store)) => {
+                if !trusted.is_empty() {
+                    eprintln!(
+                        "airlift: {}: {} carries no signature (--trust cannot be met)",
+                        path.display(),
+                        store.format.describe()
+                    );
+                    ok = false;
+                }
+                if args.json {
+                    json.push(super::foreign::inspect_json(&store));
+                } else {
+                    if i > 0 {
+                        println!();
+                    }
+                    super::foreign::inspect_human(&store);
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                ok = false;
+                if args.json {
+                    json.push(serde_json::json!({
+                        "schema": INSPECT_SCHEMA,
+                        "archive": path.display().to_string(),
+                        "error": format!("{e:#}"),
+                    }));
+                } else {
+                    eprintln!("airlift: {e:#}");
+                }
+                continue;
+            }
+        }
         match inspect(path, &trusted) {
             Ok(r) => {
                 if r.trust_checked

@@ -3,6 +3,7 @@
 mod common;
 mod copy;
 mod export;
+mod foreign;
 mod import;
 mod inspect;
 mod keygen;

@@ -148,6 +148,17 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
         allow_unsigned: args.trust.allow_unsigned,
     };
     if let [one] = &args.archive[..] {
+        // Another tool's archive: every digest, and no signature exists to check.
+        match super::foreign::open(one) {
+            Ok(Some(store)) => {
+                return super::foreign::verify(&store, opts.allow_unsigned, args.json);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                println!("FAILED: {e:#}");
+                return Ok(false);
+            }
+        }
         let report = verify(one, &opts);
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);

@@ -12,9 +12,11 @@
 //!   one sequential pass for zstd, and volume sets;
 //! - [`writer`]: an airlift archive being written: an ordered sink that dictates the order it
 //!   accepts blobs in; commit = flush, fsync, rename, checksums;
+//! - [`foreign`]: other tools' archives (OCI layouts, `docker save`, imgpkg tars) as sources;
 //! - [`memory`]: an in-memory store, for tests of the engine.
 
 pub mod archive;
+pub mod foreign;
 pub mod memory;
 pub mod place;
 pub mod registry;
@@ -43,6 +45,9 @@ pub enum StoreError {
     /// An archive could not be read or written, or broke a rule of the format.
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// Another tool's archive could not be read, or broke a rule of safe reading.
+    #[error(transparent)]
+    Foreign(#[from] foreign::ForeignError),
     /// A local file operation failed.
     #[error("{context}: {source}")]
     Io {

@@ -91,7 +91,7 @@ pub struct ExportSummary {
 /// Hashes each part of a blob that will be split, fetching it once (the signed manifest
 /// lists part digests, so they are needed before the first byte is written).
 async fn hash_parts(
-    source: &RegistrySource<'_>,
+    source: &impl Source,
     desc: &Descriptor,
     sizes: Vec<u64>,
 ) -> Result<Vec<Digest>, TransferError> {
@@ -143,6 +143,22 @@ fn refuse_moved_roots(
 /// the registries; with `resume`, keeps what an interrupted run wrote and fetches the rest.
 pub async fn export(
     registries: &Registries,
+    graph: &Graph,
+    opts: ExportOptions,
+) -> Result<ExportSummary, TransferError> {
+    // The writer hashes every byte and aborts on a mismatch, so downloads check only length.
+    // Blobs of derived (platform-filtered) bundles exist only in memory until written.
+    let derived = opts.platforms.derived_blobs.clone();
+    let source = super::platform::WithDerived {
+        inner: RegistrySource::new(registries, graph).length_checked(),
+        derived: &derived,
+    };
+    export_from(&source, graph, opts).await
+}
+
+/// [`export`] from any source (another tool's archive for `export --from`): one writer path.
+pub async fn export_from(
+    source: &impl Source,
     graph: &Graph,
     opts: ExportOptions,
 ) -> Result<ExportSummary, TransferError> {
@@ -215,7 +231,7 @@ pub async fn export(
                         .get(&d)
                         .ok_or_else(|| StoreError::NotFound(d.clone()))?
                         .desc;
-                    hash_parts(&RegistrySource::new(registries, graph), desc, sizes).await?
+                    hash_parts(source, desc, sizes).await?
                 }
             };
             set_part_digests(&mut manifest, &d, digests)?;
@@ -272,11 +288,6 @@ pub async fn export(
     })
     .await?;
     let resumed_entries = sink.resumed_entries();
-    // The writer hashes every byte and aborts on a mismatch, so downloads check only length.
-    let source = super::platform::WithDerived {
-        inner: RegistrySource::new(registries, graph).length_checked(),
-        derived: &opts.platforms.derived_blobs,
-    };
     let blobs: Vec<Descriptor> = graph.blobs.values().map(|b| b.desc.clone()).collect();
     let copy_opts = CopyOptions {
         concurrency: 1,
@@ -284,7 +295,7 @@ pub async fn export(
     };
     // The writer thread reports progress as it writes; the engine's own count would be a second one.
     let silent: Arc<dyn Reporter> = Arc::new(Silent);
-    engine::copy(&source, &sink, graph, blobs, copy_opts, &silent, &NoHooks).await?;
+    engine::copy(source, &sink, graph, blobs, copy_opts, &silent, &NoHooks).await?;
     progress.finish();
     let checksum_files = sink.checksum_files();
     let archive_bytes = paths

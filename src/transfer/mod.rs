@@ -13,6 +13,7 @@ pub mod copy;
 pub mod delta;
 pub mod engine;
 pub mod export;
+pub mod foreign;
 pub use crate::graph;
 pub use crate::store::place;
 pub mod import;

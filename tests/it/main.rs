@@ -10,6 +10,7 @@ mod author_cli;
 mod behaviour;
 mod export;
 mod faults;
+mod foreign;
 mod fuzz_replay;
 mod harness;
 mod hostile;
