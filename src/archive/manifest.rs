@@ -18,6 +18,8 @@ pub const FORMAT_NAME: &str = "airlift-archive";
 pub const FORMAT_VERSION: u64 = 1;
 /// Annotation carrying an image's reference in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// The annotation `ctr images import` names an image by (it ignores a full `ref.name`).
+pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
 
 /// What a root is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -760,7 +762,10 @@ pub fn oci_index_json(entries: &[IndexEntry]) -> Result<Vec<u8>, ArchiveError> {
         .into_iter()
         .map(|e| {
             let mut d = e.descriptor.clone();
-            d.annotations = Some(BTreeMap::from([(REF_NAME.to_owned(), e.ref_name.clone())]));
+            d.annotations = Some(BTreeMap::from([
+                (CONTAINERD_NAME.to_owned(), e.ref_name.clone()),
+                (REF_NAME.to_owned(), e.ref_name.clone()),
+            ]));
             d
         })
         .collect();

@@ -212,6 +212,11 @@ fn outer_bundle_archive_holds_every_blob_once_and_describes_the_graph() {
         .unwrap()
         .iter()
         .map(|m| {
+            // containerd's import reads its own annotation: the same name in both.
+            assert_eq!(
+                m["annotations"]["io.containerd.image.name"],
+                m["annotations"]["org.opencontainers.image.ref.name"]
+            );
             (
                 m["annotations"]["org.opencontainers.image.ref.name"]
                     .as_str()

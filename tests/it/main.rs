@@ -22,6 +22,7 @@ mod reference;
 mod registry;
 mod rollback;
 mod serve;
+mod stock_tools;
 mod token_auth;
 mod trust;
 mod verify_by_hand;
