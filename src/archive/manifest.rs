@@ -212,6 +212,10 @@ pub struct Manifest {
     /// (`export --expires`), so a captured old archive stops being accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+    /// Signatures, attestations, SBOMs and other artifacts carried with their subjects, sorted
+    /// by (digest, subject); each is also a manifest of the blob table and of `index.json`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<crate::referrers::Referrer>,
 }
 
 /// Identifies the exact `index.json` bytes, so that the signature covers them too.
@@ -406,6 +410,7 @@ impl Manifest {
             base: None,
             sequence: None,
             expires: None,
+            referrers: Vec::new(),
         }
     }
 

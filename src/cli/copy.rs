@@ -6,9 +6,11 @@ use airlift::transfer::engine::Reporter;
 use airlift::transfer::place::Destination;
 use airlift::transfer::progress::Progress;
 use airlift::transfer::walk::{RootRequest, Walker};
+use anyhow::Context;
 use clap::Args;
 
 use super::common::{RegistryArgs, RunArgs, parse_ref};
+use super::referrers::{CosignArgs, ReferrerArgs};
 
 /// Copy a bundle or images, with everything they reference, straight to another registry.
 ///
@@ -33,6 +35,10 @@ pub struct CopyArgs {
     #[arg(long = "to-registry", value_name = "PREFIX")]
     pub to_registry: Option<String>,
     #[command(flatten)]
+    pub referrers: ReferrerArgs,
+    #[command(flatten)]
+    pub cosign: CosignArgs,
+    #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
     pub run: RunArgs,
@@ -53,9 +59,19 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<()> {
         _ => anyhow::bail!("one of --to-repo or --to-registry is required"),
     };
     let concurrency = usize::from(args.run.concurrency);
-    let graph = Walker::new(&registries, concurrency)
+    let mut graph = Walker::new(&registries, concurrency)
         .walk(&requests)
         .await?;
+    args.referrers
+        .discover(&registries, &mut graph, concurrency)
+        .await?;
+    args.cosign
+        .enforce(
+            &graph,
+            &airlift::store::registry::RegistrySource::new(&registries, &graph),
+        )
+        .await
+        .context("nothing was copied")?;
     let progress = Arc::new(Progress::new(
         args.run.progress_mode(),
         "copy",

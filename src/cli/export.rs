@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::common::{RegistryArgs, RunArgs, parse_ref};
+use super::referrers::ReferrerArgs;
 
 /// Write a bundle (or images) and everything they reference into one signed archive file.
 ///
@@ -71,6 +72,8 @@ pub struct ExportArgs {
     #[arg(long)]
     pub resume: bool,
     #[command(flatten)]
+    pub referrers: ReferrerArgs,
+    #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
     pub run: RunArgs,
@@ -108,8 +111,11 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     };
     let registries = args.registry.registries()?;
     let concurrency = usize::from(args.run.concurrency);
-    let graph = Walker::new(&registries, concurrency)
+    let mut graph = Walker::new(&registries, concurrency)
         .walk(&requests)
+        .await?;
+    args.referrers
+        .discover(&registries, &mut graph, concurrency)
         .await?;
     let summary = export(
         &registries,

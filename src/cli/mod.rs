@@ -10,6 +10,7 @@ mod lock;
 mod lock_output;
 mod pull;
 mod push;
+mod referrers;
 mod rewrite;
 mod trust;
 mod verify;
@@ -73,7 +74,7 @@ pub fn main() -> ExitCode {
             Command::Pull(a) => pull::run(a).await.map(|()| true),
             Command::Keygen(a) => keygen::run(a).map(|()| true),
             Command::Export(a) => export::run(a).await.map(|()| true),
-            Command::Verify(a) => verify::run(a),
+            Command::Verify(a) => verify::run(a).await,
             Command::Import(a) => import::run(a).await,
             Command::Copy(a) => copy::run(a).await.map(|()| true),
             Command::Inspect(a) => inspect::run(a),

@@ -330,13 +330,17 @@ fn manifest_levels(graph: &Graph) -> Vec<Vec<&ManifestNode>> {
     let mut levels = Vec::new();
     let mut done: HashSet<&Digest> = HashSet::new();
     let mut remaining: Vec<&ManifestNode> = graph.manifests.values().collect();
+    // A referrer waits for its subject as an index waits for its children.
+    let subjects = graph.subjects();
     while !remaining.is_empty() {
         let (ready, rest): (Vec<&ManifestNode>, Vec<&ManifestNode>) =
             remaining.into_iter().partition(|n| {
+                let pushed = |d: &Digest| done.contains(d) || !graph.manifests.contains_key(d);
                 n.manifest
                     .child_manifests()
                     .iter()
-                    .all(|c| done.contains(&c.digest) || !graph.manifests.contains_key(&c.digest))
+                    .all(|c| pushed(&c.digest))
+                    && subjects.get(&n.manifest.digest).is_none_or(|s| pushed(s))
             });
         if ready.is_empty() {
             // A cycle cannot be pushed in any order: hand it over so the sink refuses it.

@@ -18,6 +18,7 @@ pub mod import;
 pub mod progress;
 pub mod provenance;
 pub mod receipt;
+pub mod referrers;
 pub mod relocate;
 pub mod volumes;
 pub mod walk;
