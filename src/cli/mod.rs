@@ -77,7 +77,7 @@ pub fn main() -> ExitCode {
             Command::Verify(a) => verify::run(a).await,
             Command::Import(a) => import::run(a).await,
             Command::Copy(a) => copy::run(a).await.map(|()| true),
-            Command::Inspect(a) => inspect::run(a),
+            Command::Inspect(a) => inspect::run(a).await,
             Command::VerifyReceipt(a) => verify_receipt::run(a),
         }
     });

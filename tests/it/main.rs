@@ -16,6 +16,7 @@ mod hostile;
 mod import;
 mod mounts;
 mod reference;
+mod referrers;
 mod registry;
 mod rollback;
 mod token_auth;
