@@ -60,7 +60,7 @@ pub enum CosignError {
         digest: Digest,
         /// The store error.
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
 }
 
@@ -478,7 +478,7 @@ fn sigstore_bundle(policy: &Policy, bundle: &[u8], subject: &Digest) -> Result<S
 async fn read_small<S: Source>(source: &S, desc: &Descriptor) -> Result<Bytes, CosignError> {
     let err = |source| CosignError::Read {
         digest: desc.digest.clone(),
-        source,
+        source: Box::new(source),
     };
     if desc.size > MAX_PAYLOAD {
         return Err(err(StoreError::Refused(format!(
