@@ -105,9 +105,20 @@ pub struct Graph {
     pub manifests: BTreeMap<Digest, ManifestNode>,
     /// Every config and layer.
     pub blobs: BTreeMap<Digest, BlobNode>,
+    /// Signatures, attestations, SBOMs and other artifacts: manifests of `manifests` that
+    /// are about another one (their subject), in discovery order (subjects first).
+    pub referrers: Vec<crate::referrers::Referrer>,
 }
 
 impl Graph {
+    /// The subject of each referrer: the edge that orders it after what it is about.
+    pub fn subjects(&self) -> std::collections::HashMap<&Digest, &Digest> {
+        self.referrers
+            .iter()
+            .map(|r| (&r.digest, &r.subject))
+            .collect()
+    }
+
     /// Manifests ordered children before parents (so registries accept each push).
     pub fn manifests_children_first(&self) -> Vec<&ManifestNode> {
         let mut out = Vec::with_capacity(self.manifests.len());

@@ -14,12 +14,14 @@
 
 pub mod archive;
 pub mod author;
+pub mod cosign;
 pub mod digest;
 pub mod fsutil;
 pub mod graph;
 pub mod keys;
 pub mod oci;
 pub mod reference;
+pub mod referrers;
 pub mod registry;
 pub mod serve;
 pub mod store;

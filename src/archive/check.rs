@@ -455,6 +455,46 @@ impl Closure {
         out
     }
 
+    /// Every referrer and its subject must be manifests of the blob table, listed once, in
+    /// order (the `referrers` field, additive to version 1).
+    pub fn referrers(manifest: &Manifest) -> Vec<Failure> {
+        let mut out = Vec::new();
+        for pair in manifest.referrers.windows(2) {
+            if (&pair[0].digest, &pair[0].subject) >= (&pair[1].digest, &pair[1].subject) {
+                out.push(Failure {
+                    digest: Some(pair[1].digest.clone()),
+                    ..Failure::new(
+                        FailureKind::InvalidContent,
+                        format!(
+                            "referrers not sorted by (digest, subject) or duplicated at {}",
+                            pair[1].digest
+                        ),
+                    )
+                });
+            }
+        }
+        for r in &manifest.referrers {
+            for (what, d) in [("referrer", &r.digest), ("subject", &r.subject)] {
+                let is_manifest = manifest
+                    .blob(d)
+                    .is_some_and(|b| matches!(b.role, Role::Manifest | Role::Index));
+                if !is_manifest {
+                    out.push(Failure {
+                        digest: Some(d.clone()),
+                        ..Failure::new(
+                            FailureKind::MissingBlob,
+                            format!(
+                                "{what} {d} (referrer {} of {}) is not a manifest of the blob table",
+                                r.digest, r.subject
+                            ),
+                        )
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// Listed blobs that no descriptor seen so far names (judge only once every manifest
     /// blob was read).
     pub fn unreachable(&self, manifest: &Manifest) -> Vec<Failure> {
@@ -490,6 +530,7 @@ pub fn graph_failures(
     }
     let mut failures = closure.take_failures();
     failures.extend(Closure::locks(manifest));
+    failures.extend(Closure::referrers(manifest));
     failures.extend(closure.unreachable(manifest));
     (parsed, failures)
 }

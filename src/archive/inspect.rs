@@ -123,6 +123,61 @@ pub struct BundleInfo {
     pub nested_bundles: Vec<Digest>,
 }
 
+/// A signature, attestation, SBOM or other artifact, listed under the image it is about.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferrerInfo {
+    /// The image (or index, or artifact) it is about.
+    pub subject: Digest,
+    /// The artifact's manifest digest.
+    pub digest: Digest,
+    /// Its manifest's size in bytes.
+    pub size: u64,
+    /// `signature`, `attestation`, `sbom` or `artifact`.
+    pub kind: crate::referrers::ReferrerKind,
+    /// How people call it: `cosign signature`, `cosign attestation`, `cosign SBOM`, `SBOM`,
+    /// or the artifact type.
+    pub description: String,
+    /// The OCI artifact type, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// The cosign tag it travels under (absent for an OCI 1.1 referrer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Fingerprint (sha256 of the public key's DER) of the `--cosign-key` that verifies this
+    /// signature, when one does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+}
+
+impl ReferrerInfo {
+    fn of(r: &crate::referrers::Referrer, size: u64) -> ReferrerInfo {
+        use crate::referrers::ReferrerKind as K;
+        let description = match (r.kind, &r.tag, &r.artifact_type) {
+            (K::Signature, Some(_), _) => "cosign signature".to_owned(),
+            (K::Attestation, Some(_), _) => "cosign attestation".to_owned(),
+            (K::Sbom, Some(_), _) => "cosign SBOM".to_owned(),
+            (K::Signature, None, Some(t)) if t == crate::referrers::SIGSTORE_BUNDLE => {
+                "cosign signature (sigstore bundle)".to_owned()
+            }
+            (K::Sbom, None, t) => format!("SBOM ({})", t.as_deref().unwrap_or("?")),
+            (K::Attestation, None, t) => format!("attestation ({})", t.as_deref().unwrap_or("?")),
+            (_, _, Some(t)) => t.clone(),
+            (k, _, None) => k.name().to_owned(),
+        };
+        ReferrerInfo {
+            subject: r.subject.clone(),
+            digest: r.digest.clone(),
+            size,
+            kind: r.kind,
+            description,
+            artifact_type: r.artifact_type.clone(),
+            tag: r.tag.clone(),
+            signer: None,
+        }
+    }
+}
+
 /// Counts and bytes of one blob role.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct RoleTotals {
@@ -196,6 +251,9 @@ pub struct Inspection {
     pub base_blobs: Option<RoleTotals>,
     /// Manifest fields this version does not know.
     pub unknown_fields: Vec<String>,
+    /// Signatures, attestations, SBOMs and other artifacts, by subject.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<ReferrerInfo>,
 }
 
 /// Inspects one archive; `trusted` keys (may be empty) classify the signatures.
@@ -362,6 +420,15 @@ pub fn inspect(path: &Path, trusted: &[VerifyingKey]) -> Result<Inspection, Arch
             bytes: manifest.base_blobs().map(|b| b.size).sum(),
         }),
         unknown_fields,
+        referrers: {
+            let mut r: Vec<ReferrerInfo> = manifest
+                .referrers
+                .iter()
+                .map(|r| ReferrerInfo::of(r, manifest.blob(&r.digest).map_or(0, |b| b.size)))
+                .collect();
+            r.sort_by(|a, b| (&a.subject, &a.digest).cmp(&(&b.subject, &b.digest)));
+            r
+        },
     })
 }
 

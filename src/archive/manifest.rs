@@ -214,6 +214,10 @@ pub struct Manifest {
     /// (`export --expires`), so a captured old archive stops being accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+    /// Signatures, attestations, SBOMs and other artifacts carried with their subjects, sorted
+    /// by (digest, subject); each is also a manifest of the blob table and of `index.json`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<crate::referrers::Referrer>,
     /// Present when the export kept only some platforms (`export --platform`): which, and
     /// each index or bundle the archive carries in place of the original it was derived from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -431,6 +435,7 @@ impl Manifest {
             sequence: None,
             expires: None,
             platforms: None,
+            referrers: Vec::new(),
         }
     }
 

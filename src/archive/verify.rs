@@ -532,7 +532,10 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
             )
         });
     }
-    for f in Closure::locks(&manifest) {
+    for f in Closure::locks(&manifest)
+        .into_iter()
+        .chain(Closure::referrers(&manifest))
+    {
         r.fail(f);
     }
     r.check(

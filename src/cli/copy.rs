@@ -6,9 +6,11 @@ use airlift::transfer::engine::Reporter;
 use airlift::transfer::place::Destination;
 use airlift::transfer::progress::Progress;
 use airlift::transfer::walk::{RootRequest, Walker};
+use anyhow::Context;
 use clap::Args;
 
 use super::common::{RegistryArgs, RunArgs, parse_ref, print_hosted};
+use super::referrers::{CosignArgs, ReferrerArgs};
 
 /// Copy a bundle or images, with everything they reference, straight to another registry.
 ///
@@ -40,6 +42,10 @@ pub struct CopyArgs {
     #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]", value_parser = airlift::transfer::platform::PlatformSpec::parse)]
     pub platform: Vec<airlift::transfer::platform::PlatformSpec>,
     #[command(flatten)]
+    pub referrers: ReferrerArgs,
+    #[command(flatten)]
+    pub cosign: CosignArgs,
+    #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
     pub run: RunArgs,
@@ -63,11 +69,21 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<()> {
     let graph = Walker::new(&registries, concurrency)
         .walk(&requests)
         .await?;
-    let (graph, filtered) = if args.platform.is_empty() {
+    let (mut graph, filtered) = if args.platform.is_empty() {
         (graph, airlift::transfer::platform::Filtered::default())
     } else {
         airlift::transfer::platform::filter(&registries, graph, &args.platform).await?
     };
+    args.referrers
+        .discover(&registries, &mut graph, concurrency)
+        .await?;
+    args.cosign
+        .enforce(
+            &graph,
+            &airlift::store::registry::RegistrySource::new(&registries, &graph),
+        )
+        .await
+        .context("nothing was copied")?;
     let progress = Arc::new(Progress::new(
         args.run.progress_mode(),
         "copy",

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::common::{RegistryArgs, RunArgs, parse_ref};
+use super::referrers::ReferrerArgs;
 
 /// Write a bundle (or images) and everything they reference into one signed archive file.
 ///
@@ -86,6 +87,8 @@ pub struct ExportArgs {
     #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
     pub platform: Vec<airlift::transfer::platform::PlatformSpec>,
     #[command(flatten)]
+    pub referrers: ReferrerArgs,
+    #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
     pub run: RunArgs,
@@ -153,7 +156,7 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
             let graph = Walker::new(&registries, concurrency)
                 .walk(&requests(&args)?)
                 .await?;
-            let graph = if args.platform.is_empty() {
+            let mut graph = if args.platform.is_empty() {
                 graph
             } else {
                 let (graph, platforms) =
@@ -173,6 +176,9 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
                 options.platforms = platforms;
                 graph
             };
+            args.referrers
+                .discover(&registries, &mut graph, concurrency)
+                .await?;
             export(&registries, &graph, options).await
         }
     }

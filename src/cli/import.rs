@@ -10,6 +10,7 @@ use clap::Args;
 
 use super::common::{RegistryArgs, RunArgs, parse_ref, print_hosted};
 use super::lock_output::write_relocated_lock;
+use super::referrers::CosignArgs;
 use super::trust::TrustArgs;
 
 /// Push a verified archive into a registry inside the air gap.
@@ -85,6 +86,8 @@ pub struct ImportArgs {
     #[command(flatten)]
     pub trust: TrustArgs,
     #[command(flatten)]
+    pub cosign: CosignArgs,
+    #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
     pub run: RunArgs,
@@ -146,6 +149,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<bool> {
             return Ok(false);
         }
         let opened = open_archives(&args.archive, &trust).await?;
+        enforce_cosign(&args.cosign, &opened).await?;
         let placement = airlift::transfer::place::Placement::plan(&opened.graph, &dest)?;
         for (from, to) in &placement.mapping {
             println!("{from} -> {to}");
@@ -168,6 +172,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<bool> {
         .transpose()?;
     let opened = open_archives(&args.archive, &trust).await?;
     super::verify::check_expiry(&opened.header.manifest, args.allow_expired)?;
+    enforce_cosign(&args.cosign, &opened).await?;
     let identity = airlift::transfer::receipt::ArchiveIdentity::of(&opened);
     if opened.signers.is_empty() {
         eprintln!("warning: importing an archive without trusted signatures (--allow-unsigned)");
@@ -260,4 +265,24 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<bool> {
         r.tags.len()
     );
     Ok(true)
+}
+
+/// The cosign policy on an opened archive, before anything is pushed.
+async fn enforce_cosign(
+    cosign: &CosignArgs,
+    opened: &airlift::transfer::import::OpenedArchive,
+) -> anyhow::Result<()> {
+    if cosign.cosign_key.is_empty() && cosign.trusted_root.is_none() {
+        return Ok(());
+    }
+    if !opened.random_access() {
+        anyhow::bail!(
+            "--cosign-key needs to read signatures before pushing, which a .tar.zst archive              (read in one pass) does not allow: decompress it first (zstd -d {})",
+            opened.path.display()
+        );
+    }
+    cosign
+        .enforce(&opened.graph, opened)
+        .await
+        .with_context(|| format!("{}: nothing was pushed", opened.path.display()))
 }

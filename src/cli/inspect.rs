@@ -30,10 +30,22 @@ pub struct InspectArgs {
     /// Check signatures against this ed25519 public key (PEM); repeatable.
     #[arg(long, value_name = "PUB")]
     pub trust: Vec<PathBuf>,
+    /// Show which of these cosign public keys (cosign.pub) signed each cosign signature
+    /// carried (reads the small signature payloads); repeatable.
+    #[arg(long = "cosign-key", value_name = "KEY.pub")]
+    pub cosign_key: Vec<PathBuf>,
 }
 
 /// Runs the inspection; `Ok(false)` when an archive was unreadable or failed the trust check.
-pub fn run(args: InspectArgs) -> anyhow::Result<bool> {
+pub async fn run(args: InspectArgs) -> anyhow::Result<bool> {
+    let cosign_keys = args
+        .cosign_key
+        .iter()
+        .map(|p| {
+            airlift::cosign::CosignKey::load(p)
+                .with_context(|| format!("--cosign-key {}", p.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let trusted = args
         .trust
         .iter()
@@ -81,7 +93,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<bool> {
             }
         }
         match inspect(path, &trusted) {
-            Ok(r) => {
+            Ok(mut r) => {
+                if !cosign_keys.is_empty() {
+                    add_signers(&mut r, path, &cosign_keys).await?;
+                }
                 if r.trust_checked
                     && (r.valid_signatures == 0
                         || r.signatures
@@ -236,7 +251,88 @@ fn print_human(r: &Inspection) {
     for (role, t) in &r.blobs.by_role {
         println!("  {role:<9} {:>6} blobs  {:>14} bytes", t.count, t.bytes);
     }
+    print_referrers(r);
     for f in &r.unknown_fields {
         println!("warning: unknown manifest field {f}");
+    }
+}
+
+/// Marks each carried signature with the `--cosign-key` that verifies it.
+async fn add_signers(
+    r: &mut Inspection,
+    path: &std::path::Path,
+    keys: &[airlift::cosign::CosignKey],
+) -> anyhow::Result<()> {
+    use airlift::referrers::ReferrerKind;
+    let trust = airlift::transfer::import::Trust {
+        keys: Vec::new(),
+        required: 1,
+        allow_unsigned: true,
+    };
+    let opened = airlift::transfer::import::open_archive(path, &trust).await?;
+    if !opened.random_access() {
+        anyhow::bail!(
+            "--cosign-key: the signatures of a .tar.zst archive cannot be read out of order; decompress it first (zstd -d)"
+        );
+    }
+    for info in r
+        .referrers
+        .iter_mut()
+        .filter(|i| i.kind == ReferrerKind::Signature)
+    {
+        info.signer =
+            airlift::cosign::signer_of(&opened.graph, keys, &opened, &info.digest, &info.subject)
+                .await?;
+    }
+    Ok(())
+}
+
+fn print_referrers(r: &Inspection) {
+    if r.referrers.is_empty() {
+        return;
+    }
+    let mut names: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for root in &r.roots {
+        names
+            .entry(root.digest.to_string())
+            .or_default()
+            .push(root.reference.clone());
+    }
+    for img in &r.images {
+        names
+            .entry(img.digest.to_string())
+            .or_default()
+            .extend(img.references.iter().cloned());
+    }
+    println!("\nREFERRERS (signatures, attestations, SBOMs, other artifacts)");
+    let mut subject = None;
+    for info in &r.referrers {
+        if subject != Some(&info.subject) {
+            subject = Some(&info.subject);
+            let mut known = names
+                .get(&info.subject.to_string())
+                .cloned()
+                .unwrap_or_default();
+            known.sort();
+            known.dedup();
+            println!(
+                "  {}{}",
+                info.subject,
+                if known.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", known.join(", "))
+                }
+            );
+        }
+        let signer = info
+            .signer
+            .as_ref()
+            .map(|fp| format!("  signed by key {fp}"))
+            .unwrap_or_default();
+        println!(
+            "    {:<34}  {}  {:>8} bytes{}",
+            info.description, info.digest, info.size, signer
+        );
     }
 }

@@ -11,6 +11,7 @@ mod lock;
 mod lock_output;
 mod pull;
 mod push;
+mod referrers;
 mod rewrite;
 mod serve;
 mod trust;
@@ -77,10 +78,10 @@ pub fn main() -> ExitCode {
             Command::Pull(a) => pull::run(a).await.map(|()| true),
             Command::Keygen(a) => keygen::run(a).map(|()| true),
             Command::Export(a) => export::run(a).await.map(|()| true),
-            Command::Verify(a) => verify::run(a),
+            Command::Verify(a) => verify::run(a).await,
             Command::Import(a) => import::run(a).await,
             Command::Copy(a) => copy::run(a).await.map(|()| true),
-            Command::Inspect(a) => inspect::run(a),
+            Command::Inspect(a) => inspect::run(a).await,
             Command::VerifyReceipt(a) => verify_receipt::run(a),
             Command::Serve(a) => serve::run(a).await,
         }

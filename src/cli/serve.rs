@@ -15,6 +15,7 @@ use airlift::store::archive::Trust;
 use anyhow::Context;
 use clap::Args;
 
+use super::referrers::CosignArgs;
 use super::trust::TrustArgs;
 
 /// Serve archives as a read-only OCI registry, in place: no import, no copy, no temp files.
@@ -37,6 +38,9 @@ use super::trust::TrustArgs;
 /// Several archives (or volumes of a set) share one namespace; two that give the same tag
 /// different content are refused. A zstd archive is refused: decompress it once with
 /// `zstd -d` (its signature covers the uncompressed archive).
+///
+/// Cosign tags (`sha256-<hex>.sig`, `.att`, `.sbom`) carried in the archive are served next
+/// to every name; `--cosign-key` applies import's offline signature policy before listening.
 ///
 /// Stops on SIGINT or SIGTERM after in-flight responses finish, printing a summary.
 ///
@@ -76,6 +80,8 @@ pub struct ServeArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub trust: TrustArgs,
+    #[command(flatten)]
+    pub cosign: CosignArgs,
 }
 
 /// Runs `airlift serve` until SIGINT or SIGTERM.
@@ -130,6 +136,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<bool> {
     for a in &catalog.archives {
         super::verify::check_expiry(&a.header.manifest, args.allow_expired)
             .with_context(|| a.path.display().to_string())?;
+        // The same offline cosign policy as import: nothing is served unless it holds.
+        args.cosign
+            .enforce(&a.graph, a.as_ref())
+            .await
+            .with_context(|| format!("{}: not serving it", a.path.display()))?;
     }
     let (repos, manifests, blobs, bytes) = catalog.counts();
     let opts = ListenOptions {

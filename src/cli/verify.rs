@@ -25,6 +25,8 @@ pub struct VerifyArgs {
     pub archive: Vec<PathBuf>,
     #[command(flatten)]
     pub trust: TrustArgs,
+    #[command(flatten)]
+    pub cosign: super::referrers::CosignArgs,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -141,12 +143,14 @@ fn expiry_ok(args: &VerifyArgs) -> bool {
 }
 
 /// Runs the check; `Ok(false)` means the archive failed verification.
-pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
+pub async fn run(args: VerifyArgs) -> anyhow::Result<bool> {
     let opts = VerifyOptions {
         trusted: args.trust.keys()?,
         required: args.trust.require_signatures,
         allow_unsigned: args.trust.allow_unsigned,
     };
+    // A bad key or --trusted-root is a usage error before any work.
+    args.cosign.policy()?;
     if let [one] = &args.archive[..] {
         // Another tool's archive: every digest, and no signature exists to check.
         match super::foreign::open(one) {
@@ -165,7 +169,8 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
         } else {
             print_human(&report);
         }
-        return Ok(report.ok & expiry_ok(&args) & freshness_ok(&args)?);
+        let cosign_ok = report.ok && cosign_ok(&args, &opts).await;
+        return Ok(report.ok & cosign_ok & expiry_ok(&args) & freshness_ok(&args)?);
     }
     let paths: Vec<&std::path::Path> = args.archive.iter().map(PathBuf::as_path).collect();
     let set = verify_set(&paths, &opts);
@@ -194,7 +199,47 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
             "FAILED: the volumes do not make a whole, verified archive"
         }
     );
-    Ok(set.ok & expiry_ok(&args) & freshness_ok(&args)?)
+    let cosign_ok = set.ok && cosign_ok(&args, &opts).await;
+    Ok(set.ok & cosign_ok & expiry_ok(&args) & freshness_ok(&args)?)
+}
+
+/// The cosign policy (`--cosign-key`) on an archive that verified; false (with the reason
+/// printed) when it is not met.
+async fn cosign_ok(args: &VerifyArgs, opts: &VerifyOptions) -> bool {
+    if args.cosign.cosign_key.is_empty() {
+        return true;
+    }
+    let trust = airlift::transfer::import::Trust {
+        keys: opts.trusted.clone(),
+        required: opts.required,
+        allow_unsigned: opts.allow_unsigned,
+    };
+    let checked = async {
+        let opened = airlift::transfer::import::open_archives(&args.archive, &trust).await?;
+        if !opened.random_access() {
+            anyhow::bail!(
+                "--cosign-key cannot read signatures out of order from a .tar.zst archive: \
+                 decompress it first (zstd -d)"
+            );
+        }
+        args.cosign.enforce(&opened.graph, &opened).await
+    };
+    match checked.await {
+        // With --json, stdout is the report alone.
+        Ok(()) if args.json => true,
+        Ok(()) => {
+            println!("OK: cosign policy met");
+            true
+        }
+        Err(e) if args.json => {
+            eprintln!("FAILED cosign: {e:#}");
+            false
+        }
+        Err(e) => {
+            println!("FAILED cosign: {e:#}");
+            false
+        }
+    }
 }
 
 fn join(v: &[u32]) -> String {

@@ -520,6 +520,57 @@ impl RegistryClient {
         }
     }
 
+    /// The OCI 1.1 referrers of `digest` in `repo`'s repository from the referrers API, or
+    /// `None` when the registry does not serve that API (Debian's docker-registry 2.8 answers
+    /// 404): the caller then falls back to the referrers tag schema.
+    pub async fn referrers(
+        &self,
+        repo: &Reference,
+        digest: &Digest,
+    ) -> Result<Option<Vec<Descriptor>>, RegistryError> {
+        let what = format!("referrers of {}@{digest}", repo.repo_name());
+        let image = oci_ref(repo);
+        let path = format!("/v2/{}/referrers/{digest}", image.repository());
+        let answer = self
+            .retry
+            .run(|| async {
+                let resp = self
+                    .send_direct(&image, reqwest::Method::GET, &path, &what)
+                    .await?;
+                let status = resp.status().as_u16();
+                let body = self
+                    .read_limited(resp, MAX_MANIFEST_BYTES as u64, "a referrers list", &what)
+                    .await?;
+                Ok((status, body))
+            })
+            .await;
+        let (status, body) = match answer {
+            Ok(a) => a,
+            Err(RegistryError::NotFound { .. }) => return Ok(None),
+            // Registries without the route answer these too (unsupported, method not allowed).
+            Err(RegistryError::Server {
+                status: Some(400 | 405 | 406 | 501),
+                ..
+            }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if !crate::referrers::api_supported(status, &body) {
+            return Ok(None);
+        }
+        #[derive(serde::Deserialize)]
+        struct List {
+            manifests: Vec<Descriptor>,
+        }
+        serde_json::from_slice::<List>(&body)
+            .map(|l| Some(l.manifests))
+            .map_err(|e| RegistryError::Server {
+                host: self.host.clone(),
+                what,
+                status: Some(status),
+                detail: format!("the referrers list does not parse: {e}"),
+            })
+    }
+
     /// Streams a blob, verifying size and digest, resuming with HTTP Range after a broken connection.
     pub fn get_blob(self: &Arc<Self>, repo: &Reference, desc: &Descriptor) -> BlobStream {
         self.spawn_pump(repo, desc, true)

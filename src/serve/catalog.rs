@@ -202,10 +202,22 @@ impl Catalog {
                     },
                 );
             }
+            // Cosign tags name their artifact by its subject's digest: one per subject, so
+            // serving them under every name of the archive cannot conflict.
+            let cosign_tags: Vec<(String, Digest)> = store
+                .header
+                .manifest
+                .referrers
+                .iter()
+                .filter_map(|r| r.tag.clone().map(|t| (t, r.digest.clone())))
+                .collect();
             let named = named_references(store);
             for (reference, root_digest) in named {
                 for name in served_names(&reference, opts.prefix_hosts)? {
                     let tags = c.repos.entry(name.clone()).or_default();
+                    for (t, d) in &cosign_tags {
+                        tags.entry(t.clone()).or_insert_with(|| d.clone());
+                    }
                     let (Some(tag), Some(d)) = (reference.tag(), root_digest.as_ref()) else {
                         continue;
                     };

@@ -101,6 +101,12 @@ pub struct ArchiveStore {
 }
 
 impl ArchiveStore {
+    /// Whether blobs can be read in any order before the transfer (not a zstd archive, which
+    /// is read in one pass).
+    pub fn random_access(&self) -> bool {
+        !matches!(self.kind, ArchiveSource::Sequential(_))
+    }
+
     /// Whether this run's files carry the blob (not a base blob, and for volumes: every part
     /// of it is in the volumes given).
     pub fn carries(&self, d: &Digest) -> bool {
@@ -239,7 +245,56 @@ pub fn graph_from_archive(
         graph.add_blobs_of(&node);
         graph.manifests.insert(d, node);
     }
+    add_referrers(&mut graph, manifest, &by_digest)?;
     Ok(graph)
+}
+
+/// Adds the archive's referrers, each "found at" its subject's repository, subjects first
+/// (a signature of an attestation follows the attestation).
+fn add_referrers(
+    graph: &mut Graph,
+    manifest: &Manifest,
+    by_digest: &HashMap<Digest, RawManifest>,
+) -> Result<(), StoreError> {
+    let mut pending: Vec<&crate::referrers::Referrer> = manifest.referrers.iter().collect();
+    while !pending.is_empty() {
+        let before = pending.len();
+        let mut rest = Vec::new();
+        for r in pending {
+            let Some(repo) = graph.manifests.get(&r.subject).map(|n| n.repo.clone()) else {
+                rest.push(r);
+                continue;
+            };
+            let mut queue = vec![r.digest.clone()];
+            while let Some(d) = queue.pop() {
+                if graph.manifests.contains_key(&d) {
+                    continue;
+                }
+                let m = by_digest.get(&d).cloned().ok_or_else(|| {
+                    StoreError::Verification(format!(
+                        "referrer {d} of {} is not in the archive",
+                        r.subject
+                    ))
+                })?;
+                queue.extend(m.child_manifests().iter().map(|c| c.digest.clone()));
+                let node = ManifestNode {
+                    manifest: m,
+                    repo: repo.clone(),
+                };
+                graph.add_blobs_of(&node);
+                graph.manifests.insert(d, node);
+            }
+            graph.referrers.push(r.clone());
+        }
+        if rest.len() == before {
+            return Err(StoreError::Verification(format!(
+                "referrer {} names subject {}, which nothing in the archive leads to",
+                rest[0].digest, rest[0].subject
+            )));
+        }
+        pending = rest;
+    }
+    Ok(())
 }
 
 /// Where an import reads blobs from.

@@ -89,6 +89,8 @@ impl Placement {
         if let Destination::Registry(_) = dest {
             p.host_locked_images(graph);
         }
+        // Artifacts go where what they are about goes (cosign and policy controllers look there).
+        follow_subjects(&mut p, graph);
         // Index children follow their parent's repository, so `--to-registry` keeps each image whole.
         for node in graph.manifests.values() {
             let parent_repos = p
@@ -103,6 +105,7 @@ impl Placement {
                     .extend(parent_repos.iter().cloned());
             }
         }
+        follow_subjects(&mut p, graph);
         for (d, blob) in &graph.blobs {
             let repos = p.blob_repos.entry(d.clone()).or_default();
             for parent in &blob.referenced_by {
@@ -165,6 +168,14 @@ impl Placement {
                 p.tags.push((repo.clone(), imgpkg_tag(d), d.clone()));
             }
         }
+        // Cosign's tags are recreated next to every copy of their image.
+        for r in &graph.referrers {
+            if let Some(tag) = &r.tag {
+                for repo in p.manifest_repos.get(&r.subject).into_iter().flatten() {
+                    p.tags.push((repo.clone(), tag.clone(), r.digest.clone()));
+                }
+            }
+        }
         p.tags.sort();
         p.tags.dedup();
         Ok(p)
@@ -220,4 +231,19 @@ fn locked_closure(graph: &Graph, bundle: &Digest) -> BTreeSet<Digest> {
         }
     }
     out
+}
+
+/// Adds each referrer (subjects first, as discovered) to its subject's repositories.
+fn follow_subjects(p: &mut Placement, graph: &Graph) {
+    for r in &graph.referrers {
+        let repos = p
+            .manifest_repos
+            .get(&r.subject)
+            .cloned()
+            .unwrap_or_default();
+        p.manifest_repos
+            .entry(r.digest.clone())
+            .or_default()
+            .extend(repos);
+    }
 }

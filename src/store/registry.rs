@@ -117,6 +117,8 @@ pub struct RegistrySink<'a> {
     received: Mutex<HashMap<Digest, Vec<Reference>>>,
     /// Re-read blobs the destination already has and check their digests.
     verify_existing: bool,
+    /// OCI 1.1 referrers (not cosign tags) to list in the destination's tag-schema indexes.
+    referrers: Vec<crate::referrers::Referrer>,
 }
 
 impl<'a> RegistrySink<'a> {
@@ -139,6 +141,12 @@ impl<'a> RegistrySink<'a> {
             extras,
             received: Mutex::new(HashMap::new()),
             verify_existing: false,
+            referrers: graph
+                .referrers
+                .iter()
+                .filter(|r| r.tag.is_none())
+                .cloned()
+                .collect(),
         }
     }
 
@@ -324,6 +332,7 @@ impl Sink for RegistrySink<'_> {
         for extra in &self.extras {
             push_image(self.registries, extra).await?;
         }
+        let mut named = self.list_referrers().await?;
         let mut jobs: Vec<(String, String, RawManifest)> = Vec::new();
         for (repo, tag, d) in &self.placement.tags {
             let m = self
@@ -339,11 +348,85 @@ impl Sink for RegistrySink<'_> {
                     .map(|t| (e.repo.clone(), t.clone(), e.manifest.clone())),
             );
         }
-        futures::stream::iter(jobs)
+        let tags: Vec<String> = futures::stream::iter(jobs)
             .map(|(repo, tag, m)| async move { self.tag(&repo, &tag, &m).await })
             .buffer_unordered(8)
             .try_collect()
-            .await
+            .await?;
+        named.extend(tags);
+        Ok(named)
+    }
+}
+
+impl RegistrySink<'_> {
+    /// Makes every OCI 1.1 referrer findable by its subject: a registry serving the referrers
+    /// API lists it already (its manifest was pushed); elsewhere the `sha256-<hex>` tag-schema
+    /// index is written, merged with what it lists. Returns the tags written.
+    async fn list_referrers(&self) -> Result<Vec<String>, StoreError> {
+        use crate::referrers::{artifact_info, list_entry, merge_schema_index, schema_tag};
+        let mut by_target: std::collections::BTreeMap<(String, Digest), Vec<serde_json::Value>> =
+            std::collections::BTreeMap::new();
+        for r in &self.referrers {
+            let m = self
+                .manifests
+                .get(&r.digest)
+                .ok_or_else(|| StoreError::NotFound(r.digest.clone()))?;
+            let entry = list_entry(
+                &m.media_type,
+                &m.digest,
+                m.bytes.len() as u64,
+                &artifact_info(&m.bytes),
+            );
+            for repo in self
+                .placement
+                .manifest_repos
+                .get(&r.subject)
+                .into_iter()
+                .flatten()
+            {
+                by_target
+                    .entry((repo.clone(), r.subject.clone()))
+                    .or_default()
+                    .push(entry.clone());
+            }
+        }
+        let mut api: HashMap<String, bool> = HashMap::new();
+        let mut written = Vec::new();
+        for ((repo, subject), entries) in by_target {
+            let dest = at(&repo, &subject)?;
+            let client = self.registries.client(dest.registry()).await?;
+            let served = match api.get(dest.registry()) {
+                Some(s) => *s,
+                None => {
+                    let s = client.referrers(&dest, &subject).await?.is_some();
+                    api.insert(dest.registry().to_owned(), s);
+                    s
+                }
+            };
+            if served {
+                continue;
+            }
+            let tag = schema_tag(&subject);
+            let tagged = Reference::parse(&format!("{repo}:{tag}"))
+                .map_err(|e| StoreError::Refused(format!("tag {repo}:{tag}: {e}")))?;
+            let existing = match client.get_manifest(&tagged).await {
+                Ok(m) => Some(m.bytes),
+                Err(RegistryError::NotFound { .. }) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let merged = merge_schema_index(&tagged.to_string(), existing.as_deref(), &entries)
+                .map_err(|e| StoreError::Refused(e.to_string()))?;
+            if let Some(bytes) = merged {
+                let index = RawManifest::from_bytes(
+                    Bytes::from(bytes),
+                    Some(crate::oci::media_type::OCI_INDEX),
+                )
+                .map_err(|e| StoreError::Refused(format!("{tagged}: {e}")))?;
+                client.put_manifest(&tagged, &index).await?;
+            }
+            written.push(tagged.to_string());
+        }
+        Ok(written)
     }
 }
 

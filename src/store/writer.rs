@@ -106,6 +106,19 @@ pub fn build_manifest_model(
             });
         }
     }
+    // Referrers are named in index.json too, so that every reader (older ones included) finds
+    // them reachable: by their cosign tag, or by their subject's tag-schema tag.
+    for r in &graph.referrers {
+        if let Some(node) = graph.manifests.get(&r.digest) {
+            entries.push(IndexEntry {
+                descriptor: node.manifest.descriptor(),
+                ref_name: r
+                    .tag
+                    .clone()
+                    .unwrap_or_else(|| crate::referrers::schema_tag(&r.subject)),
+            });
+        }
+    }
     let index_json = am::oci_index_json(&entries).map_err(err)?;
     let mut manifest = Manifest::new(
         created,
@@ -147,6 +160,10 @@ pub fn build_manifest_model(
     bundles.sort_by(|a, b| a.digest.cmp(&b.digest));
     bundles.dedup_by(|a, b| a.digest == b.digest);
     manifest.bundles = bundles;
+    let mut referrers = graph.referrers.clone();
+    referrers.sort();
+    referrers.dedup_by(|a, b| a.digest == b.digest && a.subject == b.subject);
+    manifest.referrers = referrers;
     let mut table = BlobTableBuilder::new();
     for node in graph.manifests.values() {
         table.add_manifest(&node.manifest).map_err(err)?;

@@ -330,13 +330,17 @@ fn manifest_levels(graph: &Graph) -> Vec<Vec<&ManifestNode>> {
     let mut levels = Vec::new();
     let mut done: HashSet<&Digest> = HashSet::new();
     let mut remaining: Vec<&ManifestNode> = graph.manifests.values().collect();
+    // A referrer waits for its subject as an index waits for its children.
+    let subjects = graph.subjects();
     while !remaining.is_empty() {
         let (ready, rest): (Vec<&ManifestNode>, Vec<&ManifestNode>) =
             remaining.into_iter().partition(|n| {
+                let pushed = |d: &Digest| done.contains(d) || !graph.manifests.contains_key(d);
                 n.manifest
                     .child_manifests()
                     .iter()
-                    .all(|c| done.contains(&c.digest) || !graph.manifests.contains_key(&c.digest))
+                    .all(|c| pushed(&c.digest))
+                    && subjects.get(&n.manifest.digest).is_none_or(|s| pushed(s))
             });
         if ready.is_empty() {
             // A cycle cannot be pushed in any order: hand it over so the sink refuses it.
@@ -447,6 +451,48 @@ mod tests {
         }
         assert_eq!(events.last(), Some(&Event::Tag("app:1".into())));
         assert_eq!(sink.tags().get("app:1"), Some(&d[0]));
+    }
+
+    #[tokio::test]
+    async fn a_referrer_is_pushed_after_its_subject() {
+        let (source, sink) = (MemoryStore::new(), MemoryStore::new());
+        let (mut g, d) = graph(&source);
+        let subject = g
+            .manifests
+            .values()
+            .find(|n| !n.manifest.is_index())
+            .map(|n| n.manifest.clone())
+            .unwrap();
+        let json = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/spdx+json","config":{},"layers":[],"subject":{}}}"#,
+            desc_json("application/vnd.oci.image.config.v1+json", &d[1], 1000),
+            desc_json(&subject.media_type, &subject.digest, subject.bytes.len())
+        );
+        let sbom = RawManifest::from_bytes(Bytes::from(json), None).unwrap();
+        let node = ManifestNode {
+            manifest: sbom.clone(),
+            repo: Reference::parse("example.test/app:1").unwrap(),
+        };
+        g.add_blobs_of(&node);
+        g.manifests.insert(sbom.digest.clone(), node);
+        g.referrers.push(crate::referrers::Referrer {
+            digest: sbom.digest.clone(),
+            subject: subject.digest.clone(),
+            kind: crate::referrers::ReferrerKind::Sbom,
+            artifact_type: Some("application/spdx+json".into()),
+            tag: None,
+        });
+        copy(&source, &sink, &g, blobs(&g), opts(), &silent(), &NoHooks)
+            .await
+            .unwrap();
+        let events = sink.events();
+        let pos = |d: &Digest| {
+            events
+                .iter()
+                .position(|e| e == &Event::Manifest(d.clone()))
+                .unwrap()
+        };
+        assert!(pos(&subject.digest) < pos(&sbom.digest), "{events:?}");
     }
 
     #[tokio::test]

@@ -21,6 +21,7 @@ pub mod platform;
 pub mod progress;
 pub mod provenance;
 pub mod receipt;
+pub mod referrers;
 pub mod relocate;
 pub mod volumes;
 pub mod walk;

@@ -79,7 +79,7 @@ impl<'a> Walker<'a> {
     }
 
     /// Fetches a manifest and, if it is an index, all its children (all platforms), into `graph`.
-    async fn add_tree(
+    pub(crate) async fn add_tree(
         &self,
         graph: &mut Graph,
         top: RawManifest,

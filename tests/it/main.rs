@@ -19,6 +19,7 @@ mod import;
 mod mounts;
 mod platform;
 mod reference;
+mod referrers;
 mod registry;
 mod rollback;
 mod serve;
