@@ -160,7 +160,16 @@ impl<'a> RegistrySink<'a> {
     /// Whether `dest` holds the blob (read back and verified with `verify_existing`).
     async fn holds(&self, dest: &Reference, desc: &Descriptor) -> Result<bool, StoreError> {
         let client = self.registries.client(dest.registry()).await?;
-        if !client.blob_exists(dest, &desc.digest).await? {
+        let exists = match client.blob_exists(dest, &desc.digest).await {
+            // A registry killed mid-write can keep answering 500 for a blob it half stored;
+            // uploading it again repairs that, and a registry that is truly broken fails the upload.
+            Err(RegistryError::Server {
+                status: Some(500..=599),
+                ..
+            }) => false,
+            other => other?,
+        };
+        if !exists {
             return Ok(false);
         }
         if self.verify_existing {
