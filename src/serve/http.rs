@@ -276,14 +276,7 @@ impl Server {
             Err(()) => return unsatisfiable(blob.size),
         };
         let mut r = Response::new(empty());
-        set(
-            r.headers_mut(),
-            header::CONTENT_TYPE,
-            "application/octet-stream",
-        );
-        set(r.headers_mut(), "docker-content-digest", &d.to_string());
-        set(r.headers_mut(), header::ACCEPT_RANGES, "bytes");
-        set(r.headers_mut(), header::ETAG, &format!("\"{d}\""));
+        blob_headers(r.headers_mut(), d);
         let (start, len) = match range {
             None => (0, blob.size),
             Some((start, len)) => {
@@ -684,14 +677,16 @@ fn ranged_memory(d: &Digest, bytes: &Bytes, headers: &HeaderMap) -> Response<Bod
             r
         }
     };
-    set(
-        r.headers_mut(),
-        header::CONTENT_TYPE,
-        "application/octet-stream",
-    );
-    set(r.headers_mut(), "docker-content-digest", &d.to_string());
-    set(r.headers_mut(), header::ACCEPT_RANGES, "bytes");
+    blob_headers(r.headers_mut(), d);
     r
+}
+
+/// What every blob response says of itself, from memory or from the archive.
+fn blob_headers(h: &mut HeaderMap, d: &Digest) {
+    set(h, header::CONTENT_TYPE, "application/octet-stream");
+    set(h, "docker-content-digest", &d.to_string());
+    set(h, header::ACCEPT_RANGES, "bytes");
+    set(h, header::ETAG, &format!("\"{d}\""));
 }
 
 /// A response body that counts what it sends and logs one line when it is done or dropped.

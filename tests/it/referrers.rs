@@ -513,6 +513,24 @@ fn assert_arrived(
     }
 }
 
+/// An unsigned archive of the signed image and index (and so of every artifact found for them).
+fn export_signed(h: &Path, web: &str, multi: &str, archive: &Path) {
+    expect_ok(&airlift(
+        h,
+        &[
+            "export",
+            "-i",
+            web,
+            "-i",
+            multi,
+            "-o",
+            s(archive),
+            "--unsigned",
+            "-q",
+        ],
+    ));
+}
+
 fn archive_manifest(archive: &Path) -> Value {
     let data = std::fs::read(archive).unwrap();
     let entries = tar_entries(&data);
@@ -527,20 +545,7 @@ fn signatures_attestations_and_sboms_travel_through_export_import_and_copy() {
     let key = keypair(h, "cosign");
     let signed = signed_images(&src, &key, h);
     let archive = h.join("app.tar");
-    expect_ok(&airlift(
-        h,
-        &[
-            "export",
-            "-i",
-            &signed.web,
-            "-i",
-            &signed.multi,
-            "-o",
-            s(&archive),
-            "--unsigned",
-            "-q",
-        ],
-    ));
+    export_signed(h, &signed.web, &signed.multi, &archive);
     let m = archive_manifest(&archive);
     let recorded = m["referrers"]
         .as_array()
@@ -943,20 +948,7 @@ fn export_and_copy_from_serve_find_artifacts_through_its_referrers_api() {
     let key = keypair(h, "cosign");
     let signed = signed_images(&src, &key, h);
     let archive = h.join("app.tar");
-    expect_ok(&airlift(
-        h,
-        &[
-            "export",
-            "-i",
-            &signed.web,
-            "-i",
-            &signed.multi,
-            "-o",
-            s(&archive),
-            "--unsigned",
-            "-q",
-        ],
-    ));
+    export_signed(h, &signed.web, &signed.multi, &archive);
     // The policy applies before serve listens: a wrong key refuses, naming the image.
     let wrong = keypair(h, "other");
     let err = crate::support::served::Served::try_start(
@@ -995,20 +987,7 @@ fn export_and_copy_from_serve_find_artifacts_through_its_referrers_api() {
 
     // export from serve records every artifact again.
     let again = h.join("again.tar");
-    expect_ok(&airlift(
-        h,
-        &[
-            "export",
-            "-i",
-            &at(&signed.web),
-            "-i",
-            &at(&signed.multi),
-            "-o",
-            s(&again),
-            "--unsigned",
-            "-q",
-        ],
-    ));
+    export_signed(h, &at(&signed.web), &at(&signed.multi), &again);
     let recorded = archive_manifest(&again)["referrers"]
         .as_array()
         .cloned()
