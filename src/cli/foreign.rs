@@ -194,23 +194,8 @@ pub async fn import(
         eprintln!("wrote {}", out.display());
     }
     eprintln!(
-        "imported {} bundle(s) and {} image(s) from {}: uploaded {} blobs ({} bytes), mounted {} ({} bytes), {} already present ({} bytes); {} manifests pushed, {} present; {} tags",
-        graph
-            .roots
-            .iter()
-            .filter(|r| r.kind == Kind::Bundle)
-            .count(),
-        graph.roots.iter().filter(|r| r.kind == Kind::Image).count() + graph.locked.len(),
-        store.format.describe(),
-        r.blobs_pushed,
-        r.bytes_pushed,
-        r.blobs_mounted,
-        r.bytes_mounted,
-        r.blobs_present,
-        r.bytes_present,
-        r.manifests_pushed,
-        r.manifests_present,
-        r.tags.len()
+        "{}",
+        super::import::import_summary(graph, &r, Some(store.format.describe()))
     );
     Ok(true)
 }

@@ -245,15 +245,27 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<bool> {
         write_receipt(out, &receipt, receipt_key.as_ref())?;
         eprintln!("wrote receipt {}", out.display());
     }
-    let r = &summary.report;
-    eprintln!(
-        "imported {} bundle(s) and {} image(s): uploaded {} blobs ({} bytes), mounted {} from another repository ({} bytes, not sent again), {} already present ({} bytes); {} manifests pushed, {} present; {} tags",
+    eprintln!("{}", import_summary(&graph, &summary.report, None));
+    Ok(true)
+}
+
+/// The one-line summary of an import (from an airlift archive, or `from` another tool's file).
+pub(super) fn import_summary(
+    graph: &airlift::graph::Graph,
+    r: &airlift::transfer::engine::CopyReport,
+    from: Option<&str>,
+) -> String {
+    format!(
+        "imported {} bundle(s) and {} image(s){}: uploaded {} blobs ({} bytes), mounted {} from \
+         another repository ({} bytes, not sent again), {} already present ({} bytes); {} \
+         manifests pushed, {} present; {} tags",
         graph
             .roots
             .iter()
             .filter(|r| r.kind == Kind::Bundle)
             .count(),
         graph.roots.iter().filter(|r| r.kind == Kind::Image).count() + graph.locked.len(),
+        from.map(|f| format!(" from {f}")).unwrap_or_default(),
         r.blobs_pushed,
         r.bytes_pushed,
         r.blobs_mounted,
@@ -263,8 +275,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<bool> {
         r.manifests_pushed,
         r.manifests_present,
         r.tags.len()
-    );
-    Ok(true)
+    )
 }
 
 /// The cosign policy on an opened archive, before anything is pushed.
