@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
-APT_PACKAGES := docker-registry skopeo b3sum openssl apache2-utils tar coreutils python3 python3-jsonschema curl zstd containerd podman
+APT_PACKAGES := docker-registry skopeo b3sum openssl apache2-utils tar coreutils python3 python3-jsonschema curl zstd libzstd-dev pkg-config containerd podman
 # Seconds each fuzz target runs under `make fuzz`.
 FUZZ_SECONDS ?= 60
 
