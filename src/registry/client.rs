@@ -9,7 +9,6 @@ use futures::{Stream, StreamExt};
 use http::HeaderValue;
 use oci_client::RegistryOperation;
 use oci_client::errors::OciDistributionError;
-use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use tokio::sync::mpsc;
 
@@ -33,6 +32,9 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// own token cache assumes 60 s when the token server does not say).
 const AUTHZ_TTL: Duration = Duration::from_secs(50);
 
+/// The cache key for an authorization that holds for the whole registry (no token flow).
+const ANY_REPO: &str = "";
+
 /// Repositories whose authorization is cached at once; the cache starts over when full.
 const AUTHZ_CACHE_ENTRIES: usize = 256;
 
@@ -55,8 +57,9 @@ pub(super) struct Direct {
     pub scheme: &'static str,
     /// The idle-read timeout in force, for messages.
     pub timeout: Duration,
-    /// Pull authorization per repository, reused for [`AUTHZ_TTL`].
-    authz: Mutex<HashMap<String, (Authz, Instant)>>,
+    /// Authorization per repository and operation, reused for [`AUTHZ_TTL`]: without it
+    /// every request would first probe `/v2/` (oci-client never caches an anonymous answer).
+    authz: Mutex<HashMap<(String, Op), (Authz, Instant)>>,
 }
 
 impl Direct {
@@ -70,25 +73,81 @@ impl Direct {
         }
     }
 
-    fn cached(&self, repo: &str) -> Option<Authz> {
+    fn cached(&self, repo: &str, op: Op) -> Option<Authz> {
         let map = self.authz.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(repo)
+        map.get(&(repo.to_owned(), op))
             .filter(|(_, at)| at.elapsed() < AUTHZ_TTL)
             .map(|(a, _)| a.clone())
     }
 
-    fn remember(&self, repo: &str, a: &Authz) {
+    fn remember(&self, repo: &str, op: Op, a: &Authz) {
         let mut map = self.authz.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= AUTHZ_CACHE_ENTRIES {
             map.clear();
         }
-        map.insert(repo.to_owned(), (a.clone(), Instant::now()));
+        map.insert((repo.to_owned(), op), (a.clone(), Instant::now()));
     }
 
-    fn forget(&self, repo: &str) {
+    fn forget(&self, repo: &str, op: Op) {
         let mut map = self.authz.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(repo);
+        map.remove(&(repo.to_owned(), op));
     }
+}
+
+/// What a request needs the right to do: read, or write (a push token also reads).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Op {
+    Pull,
+    Push,
+}
+
+/// One direct request, before authorization.
+struct Call {
+    op: Op,
+    method: reqwest::Method,
+    target: String,
+    headers: reqwest::header::HeaderMap,
+    payload: Payload,
+}
+
+impl Call {
+    fn new(op: Op, method: reqwest::Method, target: impl Into<String>) -> Call {
+        Call {
+            op,
+            method,
+            target: target.into(),
+            headers: reqwest::header::HeaderMap::new(),
+            payload: Payload::Empty,
+        }
+    }
+
+    /// A manifest request: every manifest type airlift understands is acceptable.
+    fn manifest(method: reqwest::Method, target: impl Into<String>) -> Call {
+        Call::new(Op::Pull, method, target).header(
+            reqwest::header::ACCEPT,
+            HeaderValue::from_str(&media_type::ALL_MANIFESTS.join(", "))
+                .unwrap_or(HeaderValue::from_static("*/*")),
+        )
+    }
+
+    fn header(mut self, name: reqwest::header::HeaderName, value: HeaderValue) -> Call {
+        self.headers.insert(name, value);
+        self
+    }
+
+    fn body(mut self, payload: Payload) -> Call {
+        self.payload = payload;
+        self
+    }
+}
+
+/// The body of a direct request.
+enum Payload {
+    Empty,
+    /// Small and in memory: sent again after a refreshed authorization.
+    Bytes(Bytes),
+    /// Streamed once: a refused authorization is not retried with it.
+    Stream(reqwest::Body),
 }
 
 /// What a direct request sends as `Authorization`.
@@ -238,15 +297,6 @@ fn oci_ref(r: &Reference) -> oci_client::Reference {
             r.repository().to_owned(),
             "latest".to_owned(),
         ),
-    }
-}
-
-fn oci_desc(d: &Descriptor) -> OciDescriptor {
-    OciDescriptor {
-        media_type: d.media_type.clone(),
-        digest: d.digest.to_string(),
-        size: d.size as i64,
-        ..Default::default()
     }
 }
 
@@ -417,7 +467,11 @@ impl RegistryClient {
             .retry
             .run(|| async {
                 let resp = self
-                    .send_direct(&image, reqwest::Method::GET, &manifest_url(&image), &what)
+                    .send_direct(
+                        &image,
+                        Call::manifest(reqwest::Method::GET, manifest_url(&image)),
+                        &what,
+                    )
                     .await?;
                 let header = content_digest(&resp);
                 let body = self
@@ -461,7 +515,11 @@ impl RegistryClient {
             .retry
             .run(|| async {
                 let resp = self
-                    .send_direct(&image, reqwest::Method::HEAD, &manifest_url(&image), &what)
+                    .send_direct(
+                        &image,
+                        Call::manifest(reqwest::Method::HEAD, manifest_url(&image)),
+                        &what,
+                    )
                     .await?;
                 Ok(content_digest(&resp))
             })
@@ -489,13 +547,15 @@ impl RegistryClient {
     ) -> Result<bool, RegistryError> {
         let what = format!("blob {}@{digest}", repo.repo_name());
         let image = oci_ref(repo);
-        let d = digest.to_string();
+        let url = blob_url(&image, digest);
         self.retry
             .run(|| async {
-                self.client
-                    .blob_exists(&image, &d)
-                    .await
-                    .map_err(|e| self.map_err(&what, e))
+                let call = Call::new(Op::Pull, reqwest::Method::HEAD, url.as_str());
+                match self.send_direct(&image, call, &what).await {
+                    Ok(_) => Ok(true),
+                    Err(RegistryError::NotFound { .. }) => Ok(false),
+                    Err(e) => Err(e),
+                }
             })
             .await
     }
@@ -535,7 +595,11 @@ impl RegistryClient {
             .retry
             .run(|| async {
                 let resp = self
-                    .send_direct(&image, reqwest::Method::GET, &path, &what)
+                    .send_direct(
+                        &image,
+                        Call::manifest(reqwest::Method::GET, path.as_str()),
+                        &what,
+                    )
                     .await?;
                 let status = resp.status().as_u16();
                 let body = self
@@ -624,7 +688,11 @@ impl RegistryClient {
             .retry
             .run(|| async {
                 let resp = self
-                    .send_direct(&image, reqwest::Method::GET, &url, &what)
+                    .send_direct(
+                        &image,
+                        Call::new(Op::Pull, reqwest::Method::GET, url.as_str()),
+                        &what,
+                    )
                     .await?;
                 self.read_limited(
                     resp,
@@ -655,7 +723,7 @@ impl RegistryClient {
     ) -> Result<(), RegistryError> {
         let what = format!("blob {}@{}", repo.repo_name(), desc.digest);
         let image = oci_ref(repo);
-        let odesc = oci_desc(desc);
+        let url = blob_url(&image, &desc.digest);
         let mut verifier = if hash {
             Check::Digest(Box::new(Verifier::new(
                 desc.digest.clone(),
@@ -671,21 +739,27 @@ impl RegistryClient {
         let mut attempt = 0u32;
         loop {
             let offset = verifier.seen();
-            let client = &self.client;
-            // Always a Range request (`bytes=0-` the first time): a 206 answer comes without
-            // oci-client's own sha256 pass, which only repeated `verifier`'s. On the 1.2 GB
-            // bench corpus that third hash was a third of export's CPU (bench/README.md).
-            let opened = match client
-                .pull_blob_stream_partial(&image, &odesc, offset, None)
-                .await
-            {
-                // The registry ignored Range: skip what we already have.
-                Ok(oci_client::client::BlobResponse::Full(s)) => Ok((s, offset)),
-                Ok(oci_client::client::BlobResponse::Partial(s)) => Ok((s, 0)),
-                Err(e) => Err(e),
+            // A resumed download asks for the rest only; `verifier` hashes every byte once.
+            let call = Call::new(Op::Pull, reqwest::Method::GET, url.as_str());
+            let call = if offset > 0 {
+                match HeaderValue::from_str(&format!("bytes={offset}-")) {
+                    Ok(v) => call.header(reqwest::header::RANGE, v),
+                    Err(_) => call,
+                }
+            } else {
+                call
             };
+            let opened = self.send_direct(&image, call, &what).await.map(|resp| {
+                // The registry ignored Range (200, not 206): skip what we already have.
+                let skip = if resp.status() == reqwest::StatusCode::PARTIAL_CONTENT {
+                    0
+                } else {
+                    offset
+                };
+                (resp.bytes_stream(), skip)
+            });
             let failure = match opened {
-                Err(e) => self.map_err(&what, e),
+                Err(e) => e,
                 Ok((mut stream, mut skip)) => {
                     let mut failure = None;
                     let mut last: Option<Bytes> = None;
@@ -719,20 +793,8 @@ impl RegistryClient {
                                 }
                             }
                             Err(e) => {
-                                let text = e.to_string();
-                                // oci-client verifies whole responses itself; a mismatch is not retried.
-                                if text.to_lowercase().contains("digest") {
-                                    return Err(RegistryError::Server {
-                                        host: self.host.clone(),
-                                        what: what.clone(),
-                                        status: None,
-                                        detail: format!(
-                                            "content does not match {}: {text}",
-                                            desc.digest
-                                        ),
-                                    });
-                                }
-                                failure = Some(if text.contains("timed out") {
+                                let text = chain_text(&e);
+                                failure = Some(if e.is_timeout() || text.contains("timed out") {
                                     RegistryError::Timeout {
                                         host: self.host.clone(),
                                         what: what.clone(),
@@ -784,18 +846,30 @@ impl RegistryClient {
         }
     }
 
-    /// The `Authorization` for pulls from `image`'s repository, from oci-client's auth flow.
-    async fn authorize(&self, image: &oci_client::Reference) -> Result<Authz, RegistryError> {
+    /// The `Authorization` for `op` on `image`'s repository, from oci-client's auth flow.
+    async fn authorize(
+        &self,
+        image: &oci_client::Reference,
+        op: Op,
+    ) -> Result<Authz, RegistryError> {
         let repo = image.repository().to_owned();
-        if let Some(a) = self.direct.cached(&repo) {
+        if let Some(a) = self
+            .direct
+            .cached(&repo, op)
+            .or_else(|| self.direct.cached(ANY_REPO, op))
+        {
             return Ok(a);
         }
         let a = match &self.auth {
             RegistryAuth::Bearer(t) => Authz::Bearer(t.clone()),
             auth => {
+                let operation = match op {
+                    Op::Pull => RegistryOperation::Pull,
+                    Op::Push => RegistryOperation::Push,
+                };
                 let token = self
                     .client
-                    .auth(image, auth, RegistryOperation::Pull)
+                    .auth(image, auth, operation)
                     .await
                     .map_err(|e| self.map_err(&format!("authorization for {repo}"), e))?;
                 match (token, auth) {
@@ -805,35 +879,68 @@ impl RegistryClient {
                 }
             }
         };
-        self.direct.remember(&repo, &a);
+        match a {
+            Authz::Bearer(_) => self.direct.remember(&repo, op, &a),
+            // No token flow: the same answer holds for every repository and operation.
+            _ => {
+                self.direct.remember(ANY_REPO, Op::Pull, &a);
+                self.direct.remember(ANY_REPO, Op::Push, &a);
+            }
+        }
         Ok(a)
     }
 
-    /// Sends one request with pull authorization; a non-success answer becomes an error
-    /// (its body read only up to [`MAX_ERROR_BODY`]).
+    /// Sends one request (`target` is a path on this registry or an absolute upload
+    /// location) with `op`'s authorization; a non-success answer becomes an error (its body
+    /// read only up to [`MAX_ERROR_BODY`]).
     async fn send_direct(
         &self,
         image: &oci_client::Reference,
-        method: reqwest::Method,
-        path: &str,
+        call: Call,
         what: &str,
     ) -> Result<reqwest::Response, RegistryError> {
-        let url = format!(
-            "{}://{}{path}",
-            self.direct.scheme,
-            image.resolve_registry()
-        );
+        let Call {
+            op,
+            method,
+            target,
+            headers,
+            payload,
+        } = call;
+        let registry = image.resolve_registry();
+        let url = if target.starts_with('/') {
+            format!("{}://{registry}{target}", self.direct.scheme)
+        } else {
+            target.to_owned()
+        };
+        // Credentials go to this registry only, never to a host an upload location names.
+        let ours = reqwest::Url::parse(&url)
+            .ok()
+            .is_some_and(|u| u.authority() == registry);
+        let mut payload = Some(payload);
         let mut refreshed = false;
         loop {
-            let authz = self.authorize(image).await?;
-            let req = self.direct.http.request(method.clone(), &url).header(
-                reqwest::header::ACCEPT,
-                media_type::ALL_MANIFESTS.join(", "),
-            );
+            let authz = if ours {
+                self.authorize(image, op).await?
+            } else {
+                Authz::None
+            };
+            let req = self
+                .direct
+                .http
+                .request(method.clone(), &url)
+                .headers(headers.clone());
             let req = match &authz {
                 Authz::None => req,
                 Authz::Basic(u, p) => req.basic_auth(u, Some(p)),
                 Authz::Bearer(t) => req.bearer_auth(t),
+            };
+            let (req, resendable) = match payload.take() {
+                None | Some(Payload::Empty) => (req, true),
+                Some(Payload::Bytes(b)) => {
+                    payload = Some(Payload::Bytes(b.clone()));
+                    (req.body(b), true)
+                }
+                Some(Payload::Stream(body)) => (req.body(body), false),
             };
             let resp = req
                 .send()
@@ -843,11 +950,14 @@ impl RegistryClient {
             if status.is_success() {
                 return Ok(resp);
             }
-            if status.as_u16() == 401 && !refreshed {
+            if status.as_u16() == 401 && ours {
                 // A cached token may have expired: ask once more before calling it refused.
-                self.direct.forget(image.repository());
-                refreshed = true;
-                continue;
+                self.direct.forget(image.repository(), op);
+                self.direct.forget(ANY_REPO, op);
+                if !refreshed && resendable {
+                    refreshed = true;
+                    continue;
+                }
             }
             let body = self.read_error_body(resp).await;
             let e = match serde_json::from_slice::<oci_client::errors::OciEnvelope>(&body) {
@@ -933,7 +1043,6 @@ impl RegistryClient {
     {
         let what = format!("upload of blob {} to {}", desc.digest, repo.repo_name());
         let image = oci_ref(repo);
-        let digest = desc.digest.to_string();
         let open = &mut open;
         let mut attempt = 0u32;
         loop {
@@ -948,18 +1057,15 @@ impl RegistryClient {
             let source_failure = Arc::new(std::sync::Mutex::new(None::<String>));
             let seen = Arc::clone(&source_failure);
             let stream = stream.map(move |r| {
-                r.map_err(|e| {
+                r.inspect_err(|e| {
                     if let Ok(mut slot) = seen.lock() {
                         slot.get_or_insert_with(|| e.to_string());
                     }
-                    OciDistributionError::IoError(e)
                 })
             });
             let result = self
-                .client
-                .push_blob_stream(&image, stream, &digest, Some(desc.size))
+                .upload_once(&image, desc, reqwest::Body::wrap_stream(stream), &what)
                 .await
-                .map(|_| ())
                 .map_err(|e| {
                     let from_source = source_failure.lock().ok().and_then(|mut s| s.take());
                     match from_source {
@@ -968,7 +1074,7 @@ impl RegistryClient {
                             digest: desc.digest.clone(),
                             detail,
                         },
-                        None => self.map_err(&what, e),
+                        None => e,
                     }
                 });
             match result {
@@ -982,14 +1088,74 @@ impl RegistryClient {
         }
     }
 
+    /// One monolithic upload: open a session, then PUT the whole body to its location.
+    async fn upload_once(
+        &self,
+        image: &oci_client::Reference,
+        desc: &Descriptor,
+        body: reqwest::Body,
+        what: &str,
+    ) -> Result<(), RegistryError> {
+        // Some registries insist on a length even for the empty body that opens a session.
+        let open = Call::new(Op::Push, reqwest::Method::POST, uploads_url(image)).header(
+            reqwest::header::CONTENT_LENGTH,
+            HeaderValue::from_static("0"),
+        );
+        let resp = self.send_direct(image, open, what).await?;
+        let mut location = self.location(&resp, what)?;
+        location
+            .query_pairs_mut()
+            .append_pair("digest", &desc.digest.to_string());
+        let put = Call::new(Op::Push, reqwest::Method::PUT, location.as_str())
+            .header(
+                reqwest::header::CONTENT_LENGTH,
+                HeaderValue::from(desc.size),
+            )
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            )
+            .body(Payload::Stream(body));
+        self.send_direct(image, put, what).await.map(|_| ())
+    }
+
+    /// The upload session's `Location`, resolved against the request (it may be relative).
+    fn location(
+        &self,
+        resp: &reqwest::Response,
+        what: &str,
+    ) -> Result<reqwest::Url, RegistryError> {
+        resp.headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| resp.url().join(l).ok())
+            .ok_or_else(|| RegistryError::Server {
+                host: self.host.clone(),
+                what: what.to_owned(),
+                status: Some(resp.status().as_u16()),
+                detail: "the registry opened an upload without a usable Location header".into(),
+            })
+    }
+
     /// Asks the registry to mount `digest` from another repository; false when it would not.
     pub async fn mount_blob(&self, repo: &Reference, from: &Reference, digest: &Digest) -> bool {
         let image = oci_ref(repo);
-        let source = oci_ref(from);
-        self.client
-            .mount_blob(&image, &source, &digest.to_string())
-            .await
-            .is_ok()
+        // Repository names and digests need no escaping (their grammar has no `&`, `=`, `%`).
+        let target = format!(
+            "{}?mount={digest}&from={}",
+            uploads_url(&image),
+            from.repository()
+        );
+        let what = format!("mount of blob {digest} into {}", repo.repo_name());
+        let call = Call::new(Op::Push, reqwest::Method::POST, target).header(
+            reqwest::header::CONTENT_LENGTH,
+            HeaderValue::from_static("0"),
+        );
+        // 201 is a mount; 202 means the registry opened an ordinary upload instead.
+        matches!(
+            self.send_direct(&image, call, &what).await,
+            Ok(resp) if resp.status() == reqwest::StatusCode::CREATED
+        )
     }
 
     /// Pushes a manifest with its exact bytes and media type, at `r`'s tag or digest.
@@ -1004,11 +1170,10 @@ impl RegistryClient {
         })?;
         self.retry
             .run(|| async {
-                self.client
-                    .push_manifest_raw(&image, m.bytes.clone(), ct.clone())
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| self.map_err(&what, e))
+                let call = Call::new(Op::Push, reqwest::Method::PUT, manifest_url(&image))
+                    .header(reqwest::header::CONTENT_TYPE, ct.clone())
+                    .body(Payload::Bytes(m.bytes.clone()));
+                self.send_direct(&image, call, &what).await.map(|_| ())
             })
             .await
     }
@@ -1021,6 +1186,11 @@ fn manifest_url(image: &oci_client::Reference) -> String {
         None => image.tag().unwrap_or("latest"),
     };
     format!("/v2/{}/manifests/{target}", image.repository())
+}
+
+/// `/v2/<repo>/blobs/uploads/`, where an upload session (or a mount) starts.
+fn uploads_url(image: &oci_client::Reference) -> String {
+    format!("/v2/{}/blobs/uploads/", image.repository())
 }
 
 /// `/v2/<repo>/blobs/<digest>`.

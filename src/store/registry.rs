@@ -5,7 +5,7 @@
 //! registry, or held by the source on the same registry, is mounted into the others instead
 //! of being sent again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -115,6 +115,9 @@ pub struct RegistrySink<'a> {
     extras: Vec<ExtraImage>,
     /// The first destination repository that received each blob, to mount from.
     received: Mutex<HashMap<Digest, Vec<Reference>>>,
+    /// Blobs a repository was just found to lack: the push that follows the engine's
+    /// existence check does not ask the registry a second time.
+    lacking: Mutex<HashSet<(Digest, String)>>,
     /// Re-read blobs the destination already has and check their digests.
     verify_existing: bool,
     /// OCI 1.1 referrers (not cosign tags) to list in the destination's tag-schema indexes.
@@ -140,6 +143,7 @@ impl<'a> RegistrySink<'a> {
                 .collect(),
             extras,
             received: Mutex::new(HashMap::new()),
+            lacking: Mutex::new(HashSet::new()),
             verify_existing: false,
             referrers: graph
                 .referrers
@@ -159,6 +163,10 @@ impl<'a> RegistrySink<'a> {
 
     /// Whether `dest` holds the blob (read back and verified with `verify_existing`).
     async fn holds(&self, dest: &Reference, desc: &Descriptor) -> Result<bool, StoreError> {
+        let key = (desc.digest.clone(), dest.repo_name());
+        if self.lacking.lock().is_ok_and(|mut l| l.remove(&key)) {
+            return Ok(false);
+        }
         let client = self.registries.client(dest.registry()).await?;
         let exists = match client.blob_exists(dest, &desc.digest).await {
             // A registry killed mid-write can keep answering 500 for a blob it half stored;
@@ -170,6 +178,9 @@ impl<'a> RegistrySink<'a> {
             other => other?,
         };
         if !exists {
+            if let Ok(mut l) = self.lacking.lock() {
+                l.insert(key);
+            }
             return Ok(false);
         }
         if self.verify_existing {
@@ -268,6 +279,9 @@ impl<'a> RegistrySink<'a> {
     }
 
     fn remember(&self, d: &Digest, dest: &Reference) {
+        if let Ok(mut l) = self.lacking.lock() {
+            l.remove(&(d.clone(), dest.repo_name()));
+        }
         if let Ok(mut r) = self.received.lock() {
             r.entry(d.clone()).or_default().push(dest.clone());
         }

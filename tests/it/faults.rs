@@ -182,6 +182,55 @@ fn import_through_a_faulty_network_retries_and_matches() {
     assert!(registry_state(&target2) == expected, "re-run state differs");
 }
 
+#[test]
+fn import_and_export_ask_an_anonymous_registry_once_per_object_not_per_request() {
+    // An anonymous registry sends no auth challenge; an answer that is never cached means a
+    // `GET /v2/` probe before every request, doubling the round trips of an import.
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let (archive, synth) = synth_archive(h, 12, 64 << 10);
+    let target = Registry::start_plain();
+    let proxy = FaultProxy::start(target.port());
+    expect_ok(&import(h, &archive, &proxy.reference("inside/app"), &[]));
+    let lines = proxy.request_lines();
+    let count = |prefix: &str| lines.iter().filter(|l| l.starts_with(prefix)).count();
+    let probes = lines.iter().filter(|l| l.as_str() == "GET /v2/").count();
+    let blobs = synth
+        .blobs
+        .keys()
+        .filter(|d| !synth.manifest.roots.iter().any(|r| r.digest == **d))
+        .count();
+    let (heads, sessions) = (
+        count("HEAD /v2/inside/app/blobs/"),
+        count("POST /v2/inside/app/blobs/uploads/"),
+    );
+    // One plain-HTTP probe when the client is made, one anonymous challenge probe.
+    assert!(probes <= 3, "{probes} auth probes in {} requests", lines.len());
+    // Per blob: one existence check, one upload session, one PUT (the provenance image
+    // adds its own two blobs).
+    assert!(
+        sessions >= blobs && sessions <= blobs + 4,
+        "{sessions} uploads for {blobs} blobs"
+    );
+    assert_eq!(heads, sessions, "blob existence asked more than once per blob");
+    // Exporting back out of it: one GET per blob and manifest, few probes.
+    let before = lines.len();
+    let out = h.join("again.tar");
+    let first = synth.manifest.roots[0].digest.clone();
+    expect_ok(&export(
+        h,
+        &format!("{}@{first}", proxy.reference("inside/app")),
+        &out,
+        &[],
+    ));
+    let lines = proxy.request_lines()[before..].to_vec();
+    let probes = lines.iter().filter(|l| l.as_str() == "GET /v2/").count();
+    assert!(
+        probes <= 4,
+        "{probes} auth probes exporting one image: {lines:?}"
+    );
+}
+
 /// Committed blob `data` files in a registry's storage.
 fn stored_blobs(reg: &Registry) -> usize {
     let root = reg.storage_dir().join("docker/registry/v2/blobs/sha256");

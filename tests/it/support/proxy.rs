@@ -29,6 +29,8 @@ use std::time::Duration;
 
 /// Largest request or response head the proxy accepts.
 const MAX_HEAD: usize = 64 * 1024;
+/// Request lines kept for [`FaultProxy::request_lines`].
+const MAX_LINES: usize = 100_000;
 /// How long a connection may sit idle before the proxy gives up on it.
 const IDLE: Duration = Duration::from_secs(120);
 
@@ -56,6 +58,8 @@ struct Rule {
 struct Shared {
     rules: Mutex<Vec<Rule>>,
     log: Mutex<Vec<String>>,
+    /// Every request line (`METHOD /path?query`), the first [`MAX_LINES`].
+    lines: Mutex<Vec<String>>,
     requests: AtomicU64,
     injected: AtomicU64,
     stop: AtomicBool,
@@ -139,6 +143,11 @@ impl FaultProxy {
     /// Requests seen so far (faulted or not).
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// Every request line seen so far (`METHOD /path?query`), in arrival order.
+    pub fn request_lines(&self) -> Vec<String> {
+        self.shared.lines.lock().unwrap().clone()
     }
 
     /// Faults not yet fired.
@@ -406,6 +415,11 @@ fn serve(client: TcpStream, upstream: SocketAddr, shared: &Shared) -> io::Result
             .rsplit_once(' ')
             .map_or(req.first_line.as_str(), |(l, _)| l)
             .to_owned();
+        if let Ok(mut lines) = shared.lines.lock()
+            && lines.len() < MAX_LINES
+        {
+            lines.push(line.clone());
+        }
         let fault = shared.fault_for(&line);
         if let Some(Fault::Status(status)) = fault {
             let mut drain = Sink {
