@@ -288,6 +288,13 @@ impl<R: Read> VerifyingReader<R> {
     }
 }
 
+impl<R> VerifyingReader<R> {
+    /// The unread source and the verifier, for a caller that hashes on another thread.
+    pub fn into_parts(self) -> (R, Option<Verifier>) {
+        (self.inner, self.verifier)
+    }
+}
+
 impl<R: Read> Read for VerifyingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;

@@ -11,6 +11,7 @@
 //! - [`inspect`]: what an archive holds, from its header and manifest blobs only.
 
 pub mod check;
+mod hashers;
 pub mod inspect;
 pub mod manifest;
 pub mod plan;

@@ -385,6 +385,14 @@ pub struct BlobReader<'a> {
     pub part: Option<(u32, u32)>,
 }
 
+impl<'a> BlobReader<'a> {
+    /// The entry's raw data and the verifier it must pass, so the hashing can happen on
+    /// another thread while the next entry is read.
+    pub fn into_parts(self) -> (impl Read + 'a, Option<crate::digest::Verifier>) {
+        self.inner.into_parts()
+    }
+}
+
 impl Read for BlobReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.read(buf)

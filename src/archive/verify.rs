@@ -11,6 +11,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::check::Closure;
+use super::hashers::{Checked, Hashers};
 use super::manifest::{Manifest, Role};
 use super::reader::ArchiveReader;
 use super::{ArchiveError, INDEX_JSON, MANIFEST_ENTRY, MAX_INDEX, VOLUME_ENTRY};
@@ -140,6 +141,16 @@ impl Report {
             self.failures.push(f);
         } else {
             self.failures_dropped += 1;
+        }
+    }
+
+    /// Counts blobs the hashing threads checked and records their mismatches.
+    fn record_hashed(&mut self, checked: Vec<Checked<String>>) {
+        for (entry, result) in checked {
+            match result {
+                Ok(n) => self.bytes_checked += n,
+                Err(d) => self.fail(from_digest_error(&d, Some(entry))),
+            }
         }
     }
 
@@ -451,14 +462,19 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
         "index.json is an OCI index naming listed manifests and every root".into(),
     );
 
-    // Step 6: every blob entry, without stopping at the first failure.
+    // Step 6: every blob entry, without stopping at the first failure. Blobs are hashed on
+    // worker threads; their results are recorded in entry order before any later failure.
     let before = r.failure_count();
     let mut closure_failures = 0u64;
+    let mut hashers: Hashers<String> = Hashers::new();
     loop {
+        let ready = hashers.ready();
+        r.record_hashed(ready);
         let mut blob = match reader.next_blob() {
             Ok(None) => break,
             Ok(Some(b)) => b,
             Err(e) => {
+                r.record_hashed(hashers.settle());
                 r.fail(failure_from_error(&e));
                 if e.is_fatal() {
                     break;
@@ -469,6 +485,19 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
         r.blobs_checked += 1;
         let entry = blob.name.clone();
         let is_manifest = matches!(blob.role, Role::Manifest | Role::Index);
+        if !is_manifest {
+            let (data, verifier) = blob.into_parts();
+            let Some(verifier) = verifier else {
+                continue;
+            };
+            if let Err(e) = hashers.hash(entry.clone(), data, verifier) {
+                r.record_hashed(hashers.settle());
+                r.fail(failure(FailureKind::Container, format!("{entry}: {e}")));
+                break;
+            }
+            continue;
+        }
+        // A manifest is hashed and parsed here; earlier blobs' results go first if it fails.
         let mut buf = Vec::new();
         let read = if is_manifest && blob.size <= MAX_INDEX {
             blob.read_to_end(&mut buf).map(|n| n as u64)
@@ -478,6 +507,7 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
         match read {
             Ok(n) => r.bytes_checked += n,
             Err(e) => {
+                r.record_hashed(hashers.settle());
                 let digest_error = e.get_ref().and_then(|i| i.downcast_ref::<DigestError>());
                 match digest_error {
                     Some(d) => r.fail(from_digest_error(d, Some(entry))),
@@ -491,6 +521,7 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
         }
         if is_manifest {
             if blob.size > MAX_INDEX {
+                r.record_hashed(hashers.settle());
                 r.fail(Failure {
                     entry: Some(entry),
                     digest: Some(blob.digest.clone()),
@@ -503,14 +534,20 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
             }
             let (digest, mt) = (blob.digest.clone(), blob.media_type.clone());
             drop(blob);
-            let before_closure = r.failure_count();
             closure.manifest(&manifest, &entry, &digest, &mt, Bytes::from(buf));
-            for f in closure.take_failures() {
+            let failures = closure.take_failures();
+            if !failures.is_empty() {
+                r.record_hashed(hashers.settle());
+            }
+            let before_closure = r.failure_count();
+            for f in failures {
                 r.fail(f);
             }
             closure_failures += r.failure_count() - before_closure;
         }
     }
+    r.record_hashed(hashers.settle());
+    drop(hashers);
     r.check(
         "blobs",
         before + closure_failures,

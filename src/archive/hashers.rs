@@ -1,0 +1,289 @@
+//! Blob digests checked on worker threads while the archive is read in order: an auditor's
+//! check of many blobs is bounded by the disk, not by one core's sha256.
+//!
+//! The reader stays on the caller's thread (a tar stream is sequential); each blob's bytes
+//! go to a worker in pooled buffers, so memory is bounded by the pool whatever the blob size.
+//! Results come back in the order the blobs were read, so reports stay deterministic.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::digest::{DigestError, Verifier};
+
+/// Size of one pooled buffer.
+const CHUNK: usize = 1 << 20;
+
+/// Buffers in the pool: the most bytes read ahead of the hashing.
+const BUFFERS: usize = 8;
+
+/// Most worker threads (sha256 with SHA-NI runs at about one core's speed per thread).
+const MAX_WORKERS: usize = 4;
+
+enum Msg {
+    Data(Vec<u8>, usize),
+    End,
+}
+
+struct Job {
+    seq: u64,
+    verifier: Verifier,
+    chunks: Receiver<Msg>,
+}
+
+/// `None` when the reader gave up on the blob (the caller reports why).
+type Outcome = Option<Result<u64, DigestError>>;
+
+/// A finished blob: its tag as given to [`Hashers::hash`] and its byte count or digest error.
+pub(crate) type Checked<T> = (T, Result<u64, DigestError>);
+
+/// A small pool of hashing threads fed in read order.
+pub(crate) struct Hashers<T> {
+    jobs: Option<SyncSender<Job>>,
+    results: Receiver<(u64, Outcome)>,
+    pool: Receiver<Vec<u8>>,
+    pool_tx: SyncSender<Vec<u8>>,
+    workers: Vec<JoinHandle<()>>,
+    next_seq: u64,
+    /// The next sequence number to hand back, and what finished out of order meanwhile.
+    next_out: u64,
+    done: BTreeMap<u64, Outcome>,
+    tags: BTreeMap<u64, T>,
+}
+
+impl<T> Hashers<T> {
+    /// Workers for the cores there are (at least one: reading still overlaps hashing).
+    pub fn new() -> Hashers<T> {
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, MAX_WORKERS);
+        let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(workers);
+        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+        let (results_tx, results) = mpsc::channel();
+        let (pool_tx, pool) = mpsc::sync_channel(BUFFERS);
+        for _ in 0..BUFFERS {
+            // Cannot fail: the channel holds exactly BUFFERS.
+            let _ = pool_tx.send(vec![0u8; CHUNK]);
+        }
+        let workers = (0..workers)
+            .map(|_| {
+                let jobs = Arc::clone(&jobs_rx);
+                let results: Sender<(u64, Outcome)> = results_tx.clone();
+                let pool = pool_tx.clone();
+                std::thread::spawn(move || work(&jobs, &results, &pool))
+            })
+            .collect();
+        Hashers {
+            jobs: Some(jobs_tx),
+            results,
+            pool,
+            pool_tx,
+            workers,
+            next_seq: 0,
+            next_out: 0,
+            done: BTreeMap::new(),
+            tags: BTreeMap::new(),
+        }
+    }
+
+    /// Reads `data` to its end into workers that check it against `verifier`; a read error
+    /// is returned here and that blob yields no result.
+    pub fn hash(&mut self, tag: T, mut data: impl Read, verifier: Verifier) -> io::Result<()> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.tags.insert(seq, tag);
+        let (tx, chunks) = mpsc::channel();
+        let job = Job {
+            seq,
+            verifier,
+            chunks,
+        };
+        let gone = || io::Error::other("the hashing threads stopped");
+        self.jobs
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(job)
+            .map_err(|_| gone())?;
+        loop {
+            let mut buf = self.pool.recv().map_err(|_| gone())?;
+            let mut len = 0;
+            while len < buf.len() {
+                match data.read(&mut buf[len..]) {
+                    Ok(0) => break,
+                    Ok(n) => len += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = self.pool_tx.send(buf);
+                        // Dropping `tx` without `End` tells the worker to give up.
+                        return Err(e);
+                    }
+                }
+            }
+            if len == 0 {
+                let _ = self.pool_tx.send(buf);
+                return tx.send(Msg::End).map_err(|_| gone());
+            }
+            tx.send(Msg::Data(buf, len)).map_err(|_| gone())?;
+        }
+    }
+
+    /// The blobs finished so far whose predecessors are all finished, in read order.
+    pub fn ready(&mut self) -> Vec<Checked<T>> {
+        while let Ok((seq, outcome)) = self.results.try_recv() {
+            self.done.insert(seq, outcome);
+        }
+        self.take_in_order()
+    }
+
+    /// Waits for every blob handed over so far; in read order.
+    pub fn settle(&mut self) -> Vec<Checked<T>> {
+        while self.next_out + (self.done.len() as u64) < self.next_seq {
+            match self.results.recv() {
+                Ok((seq, outcome)) => {
+                    self.done.insert(seq, outcome);
+                }
+                // Every worker is gone (it panicked): what is missing stays unchecked.
+                Err(_) => break,
+            }
+        }
+        self.take_in_order()
+    }
+
+    fn take_in_order(&mut self) -> Vec<Checked<T>> {
+        let mut out = Vec::new();
+        while let Some(outcome) = self.done.remove(&self.next_out) {
+            let tag = self.tags.remove(&self.next_out);
+            self.next_out += 1;
+            if let (Some(tag), Some(result)) = (tag, outcome) {
+                out.push((tag, result));
+            }
+        }
+        out
+    }
+}
+
+impl<T> Drop for Hashers<T> {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn work(jobs: &Mutex<Receiver<Job>>, results: &Sender<(u64, Outcome)>, pool: &SyncSender<Vec<u8>>) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(Job {
+            seq,
+            mut verifier,
+            chunks,
+        }) = job
+        else {
+            return;
+        };
+        let mut error = None;
+        let mut seen = 0u64;
+        let mut ended = false;
+        for msg in chunks.iter() {
+            match msg {
+                Msg::Data(buf, len) => {
+                    if error.is_none()
+                        && let Err(e) = verifier.update(&buf[..len])
+                    {
+                        error = Some(e);
+                    }
+                    seen += len as u64;
+                    let _ = pool.send(buf);
+                }
+                Msg::End => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        let outcome = match (ended, error) {
+            (false, _) => None,
+            (true, Some(e)) => Some(Err(e)),
+            (true, None) => Some(verifier.finish().map(|()| seen)),
+        };
+        if results.send((seq, outcome)).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Digest;
+
+    #[test]
+    fn results_come_back_in_read_order_with_mismatches_named() {
+        let mut h = Hashers::new();
+        let mut expected = Vec::new();
+        for i in 0..40u32 {
+            // Sizes around the buffer size, some empty, every fifth with wrong content.
+            let len = (i as usize * 97_003) % (3 * CHUNK);
+            let data: Vec<u8> = (0..len).map(|j| (j as u32 ^ i) as u8).collect();
+            let good = i % 5 != 3;
+            let digest = if good {
+                Digest::sha256_of(&data)
+            } else {
+                Digest::sha256_of(b"something else")
+            };
+            h.hash(i, &data[..], Verifier::new(digest, Some(len as u64)))
+                .expect("in-memory read");
+            expected.push((i, good, len as u64));
+        }
+        let got = h.settle();
+        assert_eq!(got.len(), expected.len());
+        for ((tag, result), (i, good, len)) in got.into_iter().zip(expected) {
+            assert_eq!(tag, i);
+            match result {
+                Ok(n) => {
+                    assert!(good, "blob {i} with wrong content passed");
+                    assert_eq!(n, len);
+                }
+                Err(_) => assert!(!good, "blob {i} with right content failed"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_blob_whose_read_fails_yields_no_result() {
+        struct Broken(usize);
+        impl Read for Broken {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other("disk on fire"));
+                }
+                let n = buf.len().min(self.0);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let mut h = Hashers::new();
+        let ok = b"fine".to_vec();
+        h.hash("a", &ok[..], Verifier::new(Digest::sha256_of(&ok), Some(4)))
+            .expect("in-memory read");
+        let err = h
+            .hash(
+                "b",
+                Broken(CHUNK + 5),
+                Verifier::new(Digest::sha256_of(b"x"), None),
+            )
+            .expect_err("the read error reaches the caller");
+        assert_eq!(err.to_string(), "disk on fire");
+        let got = h.settle();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, "a");
+        assert_eq!(got[0].1.as_ref().ok(), Some(&4));
+    }
+}
