@@ -895,7 +895,9 @@ fn run_scale(ctx: &Ctx, n: usize) -> Vec<ScaleRow> {
     let mut rows = Vec::new();
     for (k, bundle) in sizes.iter().zip(&bundles) {
         let archive = ctx.work.join(format!("scale-{k}.tar"));
-        let (mut ex, mut ve, mut im) = (Vec::new(), Vec::new(), Vec::new());
+        let sync_list = sync_yaml(ctx, &src.host(), &repos[..*k]);
+        let (mut ex, mut ve, mut ins, mut im, mut sy) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for r in 0..ctx.rounds {
             ex.push(ctx.airlift_export(&["-b", bundle], &archive, "scale-export"));
             let mut cmd = ctx.airlift_cmd();
@@ -904,10 +906,14 @@ fn run_scale(ctx: &Ctx, n: usize) -> Vec<ScaleRow> {
                 .arg("--trust")
                 .arg(&ctx.pubkey);
             ve.push(run(&mut cmd, &ctx.log("scale-verify")));
+            let mut cmd = ctx.airlift_cmd();
+            cmd.args(["inspect", "--json"]).arg(&archive);
+            ins.push(run(&mut cmd, &ctx.log("scale-inspect")));
             im.push(ctx.airlift_import(&archive, "scale-import").0);
+            sy.push(ctx.skopeo_sync(&sync_list, "scale-skopeo-sync"));
             eprintln!(
-                "scale {k} round {r}: export {:.2}s verify {:.2}s import {:.2}s",
-                ex[r].wall, ve[r].wall, im[r].wall
+                "scale {k} round {r}: export {:.2}s verify {:.2}s inspect {:.2}s import {:.2}s skopeo sync {:.2}s",
+                ex[r].wall, ve[r].wall, ins[r].wall, im[r].wall, sy[r].wall
             );
         }
         let archive_bytes = fs::metadata(&archive).map(|m| m.len()).unwrap_or(0);
@@ -917,9 +923,53 @@ fn run_scale(ctx: &Ctx, n: usize) -> Vec<ScaleRow> {
             archive_bytes,
             export: ex,
             verify: ve,
+            inspect: ins,
             import: im,
+            sync: sy,
         });
     }
     drop(src);
     rows
+}
+
+/// The `skopeo sync --src yaml` list of `repos` (tag `v1` each) in the plain-HTTP registry
+/// `host`: one skopeo process addresses every image, although each is in its own repository
+/// (with `--src docker` a source is one repository, so it would take one process per image).
+fn sync_yaml(ctx: &Ctx, host: &str, repos: &[(String, Blob)]) -> PathBuf {
+    let mut y = format!("{host}:\n  tls-verify: false\n  images:\n");
+    for (repo, _) in repos {
+        y.push_str(&format!("    {repo}:\n    - v1\n"));
+    }
+    let path = ctx.work.join(format!("sync-{}.yaml", repos.len()));
+    fs::write(&path, y).unwrap_or_else(|e| die(&format!("write {}: {e}", path.display())));
+    path
+}
+
+impl Ctx {
+    /// `skopeo sync --src yaml LIST --dest docker REG/sync` into a fresh TLS + basic-auth
+    /// registry, blob-info cache deleted first.
+    fn skopeo_sync(&self, list: &Path, log: &str) -> Sample {
+        delete_skopeo_cache();
+        let reg = self.fresh_tls_registry("import-target");
+        sync_fs(&self.work);
+        let mut cmd = self.skopeo_cmd();
+        cmd.args([
+            "sync",
+            "--src",
+            "yaml",
+            "--dest",
+            "docker",
+            "--preserve-digests",
+        ])
+        .arg("--dest-cert-dir")
+        .arg(&self.tls.ca_dir)
+        .arg("--dest-creds")
+        .arg(self.creds())
+        .arg(list)
+        .arg(format!("{}/sync", reg.host()));
+        let s = run(&mut cmd, &self.log(log));
+        drop(reg);
+        let _ = fs::remove_dir_all(self.work.join("import-target"));
+        s
+    }
 }

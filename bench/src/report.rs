@@ -594,8 +594,24 @@ pub struct ScaleRow {
     pub export: Vec<Sample>,
     /// airlift verify samples.
     pub verify: Vec<Sample>,
+    /// `airlift inspect --json` samples.
+    pub inspect: Vec<Sample>,
     /// airlift import samples.
     pub import: Vec<Sample>,
+    /// `skopeo sync` of the same images, registry to registry.
+    pub sync: Vec<Sample>,
+}
+
+impl ScaleRow {
+    fn steps(&self) -> [(&'static str, &[Sample]); 5] {
+        [
+            ("export", &self.export),
+            ("verify", &self.verify),
+            ("inspect --json", &self.inspect),
+            ("import", &self.import),
+            ("skopeo sync (same images)", &self.sync),
+        ]
+    }
 }
 
 /// The results document of the scale mode.
@@ -604,49 +620,124 @@ pub fn scale_markdown(ctx: &Ctx, limits: &Limits, rows: &[ScaleRow], n: usize) -
     s.push_str(&format!(
         "Written by `make bench-scale` (`bench/src/main.rs`, BENCH_MODE=scale): {n} small images in their own \
          repositories (manifest, config and three layers of 1, 4 and 16 KiB each), one bundle over the first \
-         {} and one over all; export, verify and import of each (import into a fresh TLS + basic-auth registry), \
-         {} rounds. Linear growth means equal time per image at both sizes.\n\n## Machine\n\n",
+         {} and one over all; export, verify, `inspect --json` and import of each (import into a fresh TLS + \
+         basic-auth registry), and `skopeo sync` of the same images from the corpus registry into a fresh \
+         TLS + basic-auth registry, alternating with the import, {} rounds. Linear growth means equal time \
+         per image at both sizes.\n\n## Machine\n\n",
         rows.first().map(|r| r.images).unwrap_or(0),
         ctx.rounds
     ));
     s.push_str(&machine(ctx));
     s.push('\n');
     s.push_str(&limits_md(limits, &[]));
-    s.push_str(
-        "\n## Results (median wall; ms per image; peak RSS)\n\n\
-         | images | blobs | archive MB | export s | ms/image | RSS MiB | verify s | ms/image | RSS MiB | import s | ms/image | RSS MiB |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
-    );
-    let per = |v: &[Sample], k: usize| med(v, |x| x.wall) * 1000.0 / k as f64;
-    let rss = |v: &[Sample]| v.iter().map(|x| x.rss_kib).max().unwrap_or(0) as f64 / 1024.0;
+    s.push_str("\n## Results (median wall, each round's in brackets; ms per image; peak RSS over the rounds)\n\n");
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {:.1} | {:.2} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} |\n",
+            "{} images, {} blobs, archive {:.1} MB:\n\n\
+             | step | wall s | ms/image | peak RSS MiB |\n|---|---|---|---|\n",
             r.images,
             r.blobs,
-            r.archive_bytes as f64 / MB,
-            med(&r.export, |x| x.wall),
-            per(&r.export, r.images),
-            rss(&r.export),
-            med(&r.verify, |x| x.wall),
-            per(&r.verify, r.images),
-            rss(&r.verify),
-            med(&r.import, |x| x.wall),
-            per(&r.import, r.images),
-            rss(&r.import),
+            r.archive_bytes as f64 / MB
+        ));
+        for (step, v) in r.steps() {
+            let walls: Vec<String> = v.iter().map(|x| format!("{:.3}", x.wall)).collect();
+            s.push_str(&format!(
+                "| {step} | {:.3} ({}) | {:.2} | {:.1} |\n",
+                med(v, |x| x.wall),
+                walls.join(", "),
+                per_image(v, r.images),
+                rss_mib(v)
+            ));
+        }
+        s.push_str(&format!(
+            "\nskopeo sync wall / airlift import wall, round by round (median): **{:.2}×**\n\n",
+            pairwise(&r.import, &r.sync)
         ));
     }
-    if let [a, b] = rows {
+    let (Some(a), Some(b)) = (rows.first(), rows.last()) else {
+        return s;
+    };
+    if rows.len() == 2 {
         s.push_str(&format!(
-            "\nGrowth of time per image from {} to {} images (1.0 = linear; a quadratic step would show ≈ {:.0}):\n\n\
-             | step | ratio |\n|---|---|\n| export | {:.2} |\n| verify | {:.2} |\n| import | {:.2} |\n",
+            "Growth of time per image from {} to {} images (1.0 = linear; a quadratic step would show ≈ {:.0}):\n\n\
+             | step | ms/image at {} | ms/image at {} | ratio |\n|---|---|---|---|\n",
             a.images,
             b.images,
             b.images as f64 / a.images as f64,
-            per(&b.export, b.images) / per(&a.export, a.images),
-            per(&b.verify, b.images) / per(&a.verify, a.images),
-            per(&b.import, b.images) / per(&a.import, a.images),
+            a.images,
+            b.images
         ));
+        for ((step, va), (_, vb)) in a.steps().into_iter().zip(b.steps()) {
+            let (pa, pb) = (per_image(va, a.images), per_image(vb, b.images));
+            s.push_str(&format!(
+                "| {step} | {pa:.2} | {pb:.2} | {:.2} |\n",
+                pb / pa
+            ));
+        }
     }
+    s.push_str(&format!(
+        "\n## Targets at {} images (reported, not enforced; the RSS and inspect targets are set for 10,000)\n\n\
+         | target | measured | met? |\n|---|---|---|\n",
+        b.images
+    ));
+    if rows.len() == 2 {
+        for ((step, va), (_, vb)) in a.steps().into_iter().zip(b.steps()).take(4) {
+            let g = per_image(vb, b.images) / per_image(va, a.images);
+            target(
+                &mut s,
+                &format!(
+                    "{step}: time per image at {} / at {} ≤ 1.2",
+                    b.images, a.images
+                ),
+                format!("{g:.2}"),
+                Some(g <= 1.2),
+            );
+        }
+    }
+    for (step, v) in b.steps().into_iter().take(4) {
+        let m = rss_mib(v);
+        target(
+            &mut s,
+            &format!("{step} peak RSS ≤ 128 MiB"),
+            format!("{m:.1} MiB"),
+            Some(m <= 128.0),
+        );
+    }
+    let w = med(&b.inspect, |x| x.wall);
+    target(
+        &mut s,
+        "`airlift inspect --json ARCHIVE` < 5 s",
+        format!("{w:.2} s"),
+        Some(w < 5.0),
+    );
+    let sp = pairwise(&b.import, &b.sync);
+    target(
+        &mut s,
+        "import ≥ 2× faster than skopeo sync",
+        format!("{sp:.2}×"),
+        Some(sp >= 2.0),
+    );
+    let per = per_image(&b.import, b.images);
+    target(
+        &mut s,
+        "import ≤ 98/3 = 32.7 ms per image (3× the earlier 98 ms)",
+        format!("{per:.1} ms per image"),
+        Some(per <= 98.0 / 3.0),
+    );
+    s.push_str(&format!(
+        "\nLoad average (1/5/15 min) before the run {}, after it {}.\n",
+        ctx.load_at_start,
+        loadavg()
+    ));
     s
+}
+
+/// Median wall in ms per image.
+fn per_image(v: &[Sample], images: usize) -> f64 {
+    med(v, |x| x.wall) * 1000.0 / images.max(1) as f64
+}
+
+/// Peak RSS over the samples, MiB.
+fn rss_mib(v: &[Sample]) -> f64 {
+    v.iter().map(|x| x.rss_kib).max().unwrap_or(0) as f64 / 1024.0
 }
