@@ -308,18 +308,38 @@ fn mkdir(p: &Path) {
     fs::create_dir_all(p).unwrap_or_else(|e| die(&format!("mkdir {}: {e}", p.display())));
 }
 
-/// Sum of all blob sizes in a registry storage: the corpus's unique bytes.
-pub fn storage_blob_bytes(storage: &Path) -> (u64, usize) {
-    let mut total = 0;
-    let mut count = 0;
+/// One blob file of a registry storage.
+pub struct StoredBlob {
+    /// Lowercase sha256 hex.
+    pub hex: String,
+    /// The `data` file.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Every blob in a registry storage (sorted by digest, so runs see the same order).
+pub fn storage_blobs(storage: &Path) -> Vec<StoredBlob> {
+    let mut out = Vec::new();
     let blobs = storage.join("docker/registry/v2/blobs/sha256");
     for prefix in fs::read_dir(&blobs).into_iter().flatten().flatten() {
         for b in fs::read_dir(prefix.path()).into_iter().flatten().flatten() {
-            if let Ok(m) = fs::metadata(b.path().join("data")) {
-                total += m.len();
-                count += 1;
+            let path = b.path().join("data");
+            if let Ok(m) = fs::metadata(&path) {
+                out.push(StoredBlob {
+                    hex: b.file_name().to_string_lossy().into_owned(),
+                    path,
+                    size: m.len(),
+                });
             }
         }
     }
-    (total, count)
+    out.sort_by(|a, b| a.hex.cmp(&b.hex));
+    out
+}
+
+/// Sum of all blob sizes in a registry storage: the corpus's unique bytes.
+pub fn storage_blob_bytes(storage: &Path) -> (u64, usize) {
+    let blobs = storage_blobs(storage);
+    (blobs.iter().map(|b| b.size).sum(), blobs.len())
 }

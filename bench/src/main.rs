@@ -12,8 +12,11 @@
 //! `BENCH_KEEP=1` (keep the work dir), `BENCH_SCALE_IMAGES` (scale mode, default 1000),
 //! `BENCH_SERVE=1` (generate the corpus, print its references and keep serving it: profiling).
 
+mod ceiling;
 mod corpus;
+mod imgpkg;
 mod proc;
+mod reloc;
 mod report;
 mod serve;
 
@@ -22,13 +25,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use corpus::{Blob, Store, storage_blob_bytes};
+use corpus::{Blob, Store, storage_blob_bytes, storage_blobs};
 use proc::{Registry, Sample, Tls, die, run, sync_fs};
-use report::{Comparison, Limits, ScaleRow};
+use report::{Comparison, Limits, ScaleRow, Third};
 
 /// Everything the measured runs share.
 pub struct Ctx {
     airlift: PathBuf,
+    /// imgpkg, when installed (`IMGPKG` or `PATH`).
+    imgpkg: Option<PathBuf>,
     work: PathBuf,
     home: PathBuf,
     logs: PathBuf,
@@ -80,6 +85,7 @@ fn main() {
         key: work.join("release.key"),
         pubkey: work.join("release.pub"),
         airlift,
+        imgpkg: imgpkg::find(),
         home,
         logs,
         tls,
@@ -142,15 +148,20 @@ impl Ctx {
         self.logs.join(format!("{name}.log"))
     }
 
+    /// `USER:PASSWORD` of the TLS registries (skopeo's `--dest-creds`).
+    pub(crate) fn creds(&self) -> String {
+        format!("{}:{}", self.tls.user, self.tls.password)
+    }
+
     /// A fresh TLS + basic-auth registry in a new directory under the work dir.
-    fn fresh_tls_registry(&self, name: &str) -> Registry {
+    pub(crate) fn fresh_tls_registry(&self, name: &str) -> Registry {
         let dir = self.work.join(name);
         let _ = fs::remove_dir_all(&dir);
         Registry::start(&dir, Some(&self.tls))
     }
 
     /// airlift's registry flags for the TLS target.
-    fn tls_args(&self) -> Vec<String> {
+    pub(crate) fn tls_args(&self) -> Vec<String> {
         vec![
             "--registry-ca-cert-path".into(),
             self.tls.ca_crt().to_string_lossy().into_owned(),
@@ -232,9 +243,68 @@ impl Ctx {
     }
 }
 
+impl Ctx {
+    /// `airlift copy -b BUNDLE --to-repo REG/copy/all` from the plain-HTTP corpus registry
+    /// into a fresh TLS registry; returns airlift's sample and the registry's CPU.
+    fn airlift_copy(&self, bundle: &str, log: &str) -> (Sample, f64) {
+        let reg = self.fresh_tls_registry("copy-target");
+        sync_fs(&self.work);
+        let mut cmd = self.airlift_cmd();
+        cmd.args(["copy", "-b", bundle, "--to-repo"])
+            .arg(format!("{}/copy/all", reg.host()))
+            .args(self.tls_args())
+            .arg("-q");
+        let s = run(&mut cmd, &self.log(log));
+        let cpu = reg.stop();
+        let _ = fs::remove_dir_all(self.work.join("copy-target"));
+        (s, cpu)
+    }
+
+    /// `skopeo copy --all --preserve-digests docker://SRC@digest docker://REG/copy/all:name`
+    /// for every root and bundle (docker to docker keeps the bundles' Docker media types),
+    /// summed, into a fresh TLS registry, blob-info cache deleted first.
+    fn skopeo_copy(&self, roots: &[Root], log: &str) -> (Sample, f64) {
+        delete_skopeo_cache();
+        let reg = self.fresh_tls_registry("copy-target");
+        sync_fs(&self.work);
+        let mut total = Sample::default();
+        for r in roots {
+            let mut cmd = self.skopeo_cmd();
+            cmd.args(["copy", "--all", "--preserve-digests", "--quiet"])
+                .arg("--src-tls-verify=false")
+                .arg("--dest-cert-dir")
+                .arg(&self.tls.ca_dir)
+                .arg("--dest-creds")
+                .arg(self.creds())
+                .arg(format!("docker://{}", r.digest_ref))
+                .arg(format!("docker://{}/copy/all:{}", reg.host(), r.name));
+            total = total.then(run(&mut cmd, &self.log(log)));
+        }
+        let cpu = reg.stop();
+        let _ = fs::remove_dir_all(self.work.join("copy-target"));
+        (total, cpu)
+    }
+
+    /// `imgpkg copy -b BUNDLE --to-repo REG/copy/imgpkg` (plain-HTTP source allowed) into a
+    /// fresh TLS registry. `None` when imgpkg is missing or failed.
+    fn imgpkg_copy(&self, bundle: &str, log: &str) -> Option<(Sample, f64)> {
+        let mut cmd = self.imgpkg_cmd()?;
+        let reg = self.fresh_tls_registry("copy-target");
+        sync_fs(&self.work);
+        cmd.args(["copy", "-b", bundle, "--to-repo"])
+            .arg(format!("{}/copy/imgpkg", reg.host()))
+            .arg("--registry-insecure")
+            .args(imgpkg::tls_args(&self.tls));
+        let s = proc::run_soft(&mut cmd, &self.log(log));
+        let cpu = reg.stop();
+        let _ = fs::remove_dir_all(self.work.join("copy-target"));
+        Some((s?, cpu))
+    }
+}
+
 /// Deletes skopeo's blob-info cache (root and rootless locations), so a repeated push does not
 /// skip blobs it remembers.
-fn delete_skopeo_cache() {
+pub(crate) fn delete_skopeo_cache() {
     let mut paths = vec![PathBuf::from(
         "/var/lib/containers/cache/blob-info-cache-v1.boltdb",
     )];
@@ -246,7 +316,7 @@ fn delete_skopeo_cache() {
     }
 }
 
-fn mkdir(p: &Path) {
+pub(crate) fn mkdir(p: &Path) {
     fs::create_dir_all(p).unwrap_or_else(|e| die(&format!("mkdir {}: {e}", p.display())));
 }
 
@@ -300,12 +370,15 @@ pub struct CorpusRun {
     layout_bytes: u64,
     gen_secs: f64,
     limits: Limits,
+    /// Registry ingest ceiling (curl uploads of the unique blobs), bytes/s, one per round.
+    ingest: Vec<f64>,
     comparisons: Vec<Comparison>,
+    relocation: reloc::Reloc,
 }
 
 /// The main corpus (≈1.2 GB × scale): 12 images sharing three base layers, a two-platform
 /// index, one image with 25 small layers, one with a 1 GiB layer, a nested and an outer bundle.
-fn generate_corpus(ctx: &Ctx, s: f64) -> (Registry, String, Vec<Root>, Root) {
+fn generate_corpus(ctx: &Ctx, s: f64) -> (Registry, Vec<Root>, Root, [Root; 2]) {
     let t = Instant::now();
     let src_dir = ctx.work.join("source");
     let mut store = Store::new(&src_dir.join("storage"));
@@ -370,40 +443,80 @@ fn generate_corpus(ctx: &Ctx, s: f64) -> (Registry, String, Vec<Root>, Root) {
         .collect();
     let nested = push_bundle(ctx, &src, "bench/nested", &nested_imgs);
     let mut outer_imgs: Vec<String> = roots.iter().map(|r| r.digest_ref.clone()).collect();
-    outer_imgs.push(nested);
+    outer_imgs.push(nested.clone());
     let outer = push_bundle(ctx, &src, "bench/outer", &outer_imgs);
     eprintln!("corpus generated in {:.1}s", t.elapsed().as_secs_f64());
-    (src, outer, roots, big_root)
+    let bundles = [
+        Root {
+            name: "nested".into(),
+            digest_ref: nested,
+        },
+        Root {
+            name: "outer".into(),
+            digest_ref: outer,
+        },
+    ];
+    (src, roots, big_root, bundles)
 }
 
 /// Alternates airlift (A) and skopeo (B) for `rounds` rounds.
 fn alternate(
     rounds: usize,
     label: &str,
+    a: impl FnMut(usize) -> Sample,
+    b: impl FnMut(usize) -> Sample,
+) -> (Vec<Sample>, Vec<Sample>) {
+    let (va, vb, _) = alternate3(rounds, label, a, b, None);
+    (va, vb)
+}
+
+/// A third tool's run in [`alternate3`]: `None` when it failed.
+type ThirdRun<'a> = &'a mut dyn FnMut(usize) -> Option<Sample>;
+
+/// Alternates airlift (A), skopeo (B) and imgpkg (C) for `rounds` rounds (A B C A B C …).
+/// `c` is `None` when imgpkg is not installed; once a C run fails, C is not run again.
+fn alternate3(
+    rounds: usize,
+    label: &str,
     mut a: impl FnMut(usize) -> Sample,
     mut b: impl FnMut(usize) -> Sample,
-) -> (Vec<Sample>, Vec<Sample>) {
+    mut c: Option<ThirdRun>,
+) -> (Vec<Sample>, Vec<Sample>, Third) {
     let (mut va, mut vb) = (Vec::new(), Vec::new());
+    let mut vc = match c {
+        Some(_) => Third::Runs(Vec::new()),
+        None => Third::Missing,
+    };
+    let say = |r: usize, tool: &str, s: &Sample| {
+        eprintln!(
+            "{label} round {r}: {tool:7} {:.2}s cpu {:.2}s rss {} KiB",
+            s.wall, s.cpu, s.rss_kib
+        )
+    };
     for r in 0..rounds {
         let sa = a(r);
-        eprintln!(
-            "{label} round {r}: airlift {:.2}s cpu {:.2}s rss {} KiB",
-            sa.wall, sa.cpu, sa.rss_kib
-        );
+        say(r, "airlift", &sa);
         let sb = b(r);
-        eprintln!(
-            "{label} round {r}: other   {:.2}s cpu {:.2}s rss {} KiB",
-            sb.wall, sb.cpu, sb.rss_kib
-        );
+        say(r, "other", &sb);
         va.push(sa);
         vb.push(sb);
+        if let (Some(run_c), Third::Runs(v)) = (c.as_mut(), &mut vc) {
+            match run_c(r) {
+                Some(sc) => {
+                    say(r, "imgpkg", &sc);
+                    v.push(sc);
+                }
+                None => vc = Third::Failed(format!("failed in round {r} (see logs/)")),
+            }
+        }
     }
-    (va, vb)
+    (va, vb, vc)
 }
 
 fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
     let t = Instant::now();
-    let (src, bundle, roots, big) = generate_corpus(ctx, s);
+    let (src, roots, big, bundles) = generate_corpus(ctx, s);
+    let bundle = bundles[1].digest_ref.clone();
     let gen_secs = t.elapsed().as_secs_f64();
     if std::env::var_os("BENCH_SERVE").is_some() {
         // For profiling by hand: keep the corpus registry up and say how to reach it.
@@ -420,13 +533,21 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
     let (unique_bytes, unique_blobs) = storage_blob_bytes(&src.dir.join("storage"));
     let archive = ctx.work.join("corpus.tar");
     let layout = ctx.work.join("layout");
+    let imgpkg_tar = ctx.work.join("corpus-imgpkg.tar");
     let n = ctx.rounds;
+    let have_imgpkg = ctx.imgpkg.is_some();
     let mut comparisons = Vec::new();
 
     // Export of the whole bundle.
     let mut flushes = Vec::new();
+    let mut flushes_c = Vec::new();
     let mut disk = Vec::new();
-    let (a, b) = alternate(
+    let mut imgpkg_export = |_: usize| {
+        let (s, f) = ctx.imgpkg_export(&["-b", &bundle], &imgpkg_tar, "export-imgpkg")?;
+        flushes_c.push(f);
+        Some(s)
+    };
+    let (a, b, c) = alternate3(
         n,
         "export",
         |_| {
@@ -438,9 +559,22 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
             flushes.push(f);
             s
         },
+        have_imgpkg.then_some(&mut imgpkg_export as ThirdRun),
     );
     let archive_bytes = fs::metadata(&archive).map(|m| m.len()).unwrap_or(0);
     let (layout_bytes, _) = dir_bytes(&layout.join("blobs/sha256"));
+    let imgpkg_tar_bytes = fs::metadata(&imgpkg_tar).map(|m| m.len()).unwrap_or(0);
+    let mut note = format!(
+        "skopeo does not fsync; flushing its layout afterwards took a median {:.2}s more",
+        report::median(&flushes)
+    );
+    if !flushes_c.is_empty() {
+        note.push_str(&format!(
+            "; imgpkg does not fsync either: flushing its tar ({:.1} MB) took a median {:.2}s more",
+            imgpkg_tar_bytes as f64 / 1e6,
+            report::median(&flushes_c)
+        ));
+    }
     comparisons.push(
         Comparison::new(
             "export (whole corpus)",
@@ -448,21 +582,31 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
             unique_bytes,
             a,
             b,
-            format!(
-                "skopeo does not fsync; flushing its layout afterwards took a median {:.2}s more",
-                report::median(&flushes)
-            ),
+            note,
         )
-        .with_limit(disk),
+        .with_limit(disk)
+        .with_third("imgpkg copy -b outer --to-tar", c),
     );
 
-    // Import into a TLS + basic-auth registry.
+    // Import into a TLS + basic-auth registry, the registry's ingest ceiling measured with
+    // curl just before each round.
+    let blobs = storage_blobs(&src.dir.join("storage"));
+    let mut ingest = Vec::new();
     let mut reg_a = Vec::new();
     let mut reg_b = Vec::new();
-    let (a, b) = alternate(
+    let mut reg_c = Vec::new();
+    let mut imgpkg_import = |_: usize| {
+        let (s, c) = ctx.imgpkg_import(&imgpkg_tar, "import-imgpkg")?;
+        reg_c.push(c);
+        Some(s)
+    };
+    let (a, b, c) = alternate3(
         n,
         "import",
-        |_| {
+        |r| {
+            let rate = ceiling::ingest(ctx, &blobs);
+            eprintln!("import round {r}: ingest ceiling {:.0} MB/s", rate / 1e6);
+            ingest.push(rate);
             let (s, c) = ctx.airlift_import(&archive, "import-airlift");
             reg_a.push(c);
             s
@@ -472,22 +616,31 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
             reg_b.push(c);
             s
         },
+        have_imgpkg.then_some(&mut imgpkg_import as ThirdRun),
     );
-    comparisons.push(Comparison::new(
-        "import (whole corpus)",
-        "skopeo copy ×each image from the layout",
-        unique_bytes,
-        a,
-        b,
-        format!(
-            "registry CPU (user+sys) median: {:.1}s during airlift, {:.1}s during skopeo",
-            report::median(&reg_a),
-            report::median(&reg_b)
-        ),
-    ));
+    let mut note = format!(
+        "registry CPU (user+sys) median: {:.1}s during airlift, {:.1}s during skopeo",
+        report::median(&reg_a),
+        report::median(&reg_b)
+    );
+    if !reg_c.is_empty() {
+        note.push_str(&format!(", {:.1}s during imgpkg", report::median(&reg_c)));
+    }
+    comparisons.push(
+        Comparison::new(
+            "import (whole corpus)",
+            "skopeo copy ×each image from the layout",
+            unique_bytes,
+            a,
+            b,
+            note,
+        )
+        .with_limit(ingest.clone())
+        .with_third("imgpkg copy --tar → --to-repo", c),
+    );
 
     // Verify.
-    let blobs: Vec<PathBuf> = fs::read_dir(layout.join("blobs/sha256"))
+    let layout_blobs: Vec<PathBuf> = fs::read_dir(layout.join("blobs/sha256"))
         .into_iter()
         .flatten()
         .flatten()
@@ -508,7 +661,7 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
         },
         |_| {
             run(
-                Command::new("sha256sum").args(&blobs),
+                Command::new("sha256sum").args(&layout_blobs),
                 &ctx.log("verify-sha256sum"),
             )
         },
@@ -520,10 +673,59 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
             unique_bytes,
             a,
             b,
-            String::new(),
+            "imgpkg has no verify of a tar".into(),
         )
         .with_limit(sha),
     );
+
+    // Copy registry → registry: plain-HTTP corpus registry into a fresh TLS registry.
+    let mut copy_roots = roots.clone();
+    copy_roots.extend(bundles.iter().cloned());
+    let (mut reg_a, mut reg_b, mut reg_c) = (Vec::new(), Vec::new(), Vec::new());
+    let mut imgpkg_copy = |_: usize| {
+        let (s, c) = ctx.imgpkg_copy(&bundle, "copy-imgpkg")?;
+        reg_c.push(c);
+        Some(s)
+    };
+    let (a, b, c) = alternate3(
+        n,
+        "copy",
+        |_| {
+            let (s, c) = ctx.airlift_copy(&bundle, "copy-airlift");
+            reg_a.push(c);
+            s
+        },
+        |_| {
+            let (s, c) = ctx.skopeo_copy(&copy_roots, "copy-skopeo");
+            reg_b.push(c);
+            s
+        },
+        have_imgpkg.then_some(&mut imgpkg_copy as ThirdRun),
+    );
+    let mut note = format!(
+        "HTTP source → fresh TLS + basic-auth registry; skopeo copies the two bundle images too \
+         (docker to docker keeps their media types); registry CPU median {:.1}s during airlift, \
+         {:.1}s during skopeo",
+        report::median(&reg_a),
+        report::median(&reg_b)
+    );
+    if !reg_c.is_empty() {
+        note.push_str(&format!(", {:.1}s during imgpkg", report::median(&reg_c)));
+    }
+    comparisons.push(
+        Comparison::new(
+            "copy registry → registry (whole corpus)",
+            "skopeo copy ×each image and bundle",
+            unique_bytes,
+            a,
+            b,
+            note,
+        )
+        .with_third("imgpkg copy -b outer --to-repo", c),
+    );
+
+    // Relocation inside one registry: mounts, not uploads.
+    let relocation = reloc::run_all(ctx, &archive, &copy_roots, &bundles[1]);
 
     // Serve: the archive in place vs the docker-registry it was exported from, to skopeo.
     let served = serve::Served::start(ctx, &archive);
@@ -562,8 +764,13 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
     // The 1 GiB image alone, both ways.
     let big_archive = ctx.work.join("big.tar");
     let big_layout = ctx.work.join("big-layout");
+    let big_tar_c = ctx.work.join("big-imgpkg.tar");
     let big_roots = [big.clone()];
-    let (a, b) = alternate(
+    let mut imgpkg_export_big = |_: usize| {
+        ctx.imgpkg_export(&["-i", &big.digest_ref], &big_tar_c, "export-big-imgpkg")
+            .map(|x| x.0)
+    };
+    let (a, b, c) = alternate3(
         n,
         "export-big",
         |_| ctx.airlift_export(&["-i", &big.digest_ref], &big_archive, "export-big-airlift"),
@@ -571,17 +778,25 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
             ctx.skopeo_export(&big_roots, &big_layout, "export-big-skopeo")
                 .0
         },
+        have_imgpkg.then_some(&mut imgpkg_export_big as ThirdRun),
     );
     let (big_bytes, _) = dir_bytes(&big_layout.join("blobs/sha256"));
-    comparisons.push(Comparison::new(
-        "export (1 GiB image)",
-        "skopeo copy → OCI layout",
-        big_bytes,
-        a,
-        b,
-        String::new(),
-    ));
-    let (a, b) = alternate(
+    comparisons.push(
+        Comparison::new(
+            "export (1 GiB image)",
+            "skopeo copy → OCI layout",
+            big_bytes,
+            a,
+            b,
+            String::new(),
+        )
+        .with_third("imgpkg copy -i --to-tar", c),
+    );
+    let mut imgpkg_import_big = |_: usize| {
+        ctx.imgpkg_import(&big_tar_c, "import-big-imgpkg")
+            .map(|x| x.0)
+    };
+    let (a, b, c) = alternate3(
         n,
         "import-big",
         |_| ctx.airlift_import(&big_archive, "import-big-airlift").0,
@@ -589,15 +804,19 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
             ctx.skopeo_import(&big_roots, &big_layout, "import-big-skopeo")
                 .0
         },
+        have_imgpkg.then_some(&mut imgpkg_import_big as ThirdRun),
     );
-    comparisons.push(Comparison::new(
-        "import (1 GiB image)",
-        "skopeo copy from the layout",
-        big_bytes,
-        a,
-        b,
-        String::new(),
-    ));
+    comparisons.push(
+        Comparison::new(
+            "import (1 GiB image)",
+            "skopeo copy from the layout",
+            big_bytes,
+            a,
+            b,
+            String::new(),
+        )
+        .with_third("imgpkg copy --tar → --to-repo", c),
+    );
     drop(src);
     CorpusRun {
         scale: s,
@@ -608,7 +827,9 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
         layout_bytes,
         gen_secs,
         limits: limits.clone(),
+        ingest,
         comparisons,
+        relocation,
     }
 }
 
@@ -674,7 +895,9 @@ fn run_scale(ctx: &Ctx, n: usize) -> Vec<ScaleRow> {
     let mut rows = Vec::new();
     for (k, bundle) in sizes.iter().zip(&bundles) {
         let archive = ctx.work.join(format!("scale-{k}.tar"));
-        let (mut ex, mut ve, mut im) = (Vec::new(), Vec::new(), Vec::new());
+        let sync_list = sync_yaml(ctx, &src.host(), &repos[..*k]);
+        let (mut ex, mut ve, mut ins, mut im, mut sy) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for r in 0..ctx.rounds {
             ex.push(ctx.airlift_export(&["-b", bundle], &archive, "scale-export"));
             let mut cmd = ctx.airlift_cmd();
@@ -683,10 +906,14 @@ fn run_scale(ctx: &Ctx, n: usize) -> Vec<ScaleRow> {
                 .arg("--trust")
                 .arg(&ctx.pubkey);
             ve.push(run(&mut cmd, &ctx.log("scale-verify")));
+            let mut cmd = ctx.airlift_cmd();
+            cmd.args(["inspect", "--json"]).arg(&archive);
+            ins.push(run(&mut cmd, &ctx.log("scale-inspect")));
             im.push(ctx.airlift_import(&archive, "scale-import").0);
+            sy.push(ctx.skopeo_sync(&sync_list, "scale-skopeo-sync"));
             eprintln!(
-                "scale {k} round {r}: export {:.2}s verify {:.2}s import {:.2}s",
-                ex[r].wall, ve[r].wall, im[r].wall
+                "scale {k} round {r}: export {:.2}s verify {:.2}s inspect {:.2}s import {:.2}s skopeo sync {:.2}s",
+                ex[r].wall, ve[r].wall, ins[r].wall, im[r].wall, sy[r].wall
             );
         }
         let archive_bytes = fs::metadata(&archive).map(|m| m.len()).unwrap_or(0);
@@ -696,9 +923,53 @@ fn run_scale(ctx: &Ctx, n: usize) -> Vec<ScaleRow> {
             archive_bytes,
             export: ex,
             verify: ve,
+            inspect: ins,
             import: im,
+            sync: sy,
         });
     }
     drop(src);
     rows
+}
+
+/// The `skopeo sync --src yaml` list of `repos` (tag `v1` each) in the plain-HTTP registry
+/// `host`: one skopeo process addresses every image, although each is in its own repository
+/// (with `--src docker` a source is one repository, so it would take one process per image).
+fn sync_yaml(ctx: &Ctx, host: &str, repos: &[(String, Blob)]) -> PathBuf {
+    let mut y = format!("{host}:\n  tls-verify: false\n  images:\n");
+    for (repo, _) in repos {
+        y.push_str(&format!("    {repo}:\n    - v1\n"));
+    }
+    let path = ctx.work.join(format!("sync-{}.yaml", repos.len()));
+    fs::write(&path, y).unwrap_or_else(|e| die(&format!("write {}: {e}", path.display())));
+    path
+}
+
+impl Ctx {
+    /// `skopeo sync --src yaml LIST --dest docker REG/sync` into a fresh TLS + basic-auth
+    /// registry, blob-info cache deleted first.
+    fn skopeo_sync(&self, list: &Path, log: &str) -> Sample {
+        delete_skopeo_cache();
+        let reg = self.fresh_tls_registry("import-target");
+        sync_fs(&self.work);
+        let mut cmd = self.skopeo_cmd();
+        cmd.args([
+            "sync",
+            "--src",
+            "yaml",
+            "--dest",
+            "docker",
+            "--preserve-digests",
+        ])
+        .arg("--dest-cert-dir")
+        .arg(&self.tls.ca_dir)
+        .arg("--dest-creds")
+        .arg(self.creds())
+        .arg(list)
+        .arg(format!("{}/sync", reg.host()));
+        let s = run(&mut cmd, &self.log(log));
+        drop(reg);
+        let _ = fs::remove_dir_all(self.work.join("import-target"));
+        s
+    }
 }

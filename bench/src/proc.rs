@@ -49,6 +49,20 @@ pub fn run(cmd: &mut Command, log: &Path) -> Sample {
     sample
 }
 
+/// Like [`run`] for a tool whose failure should not end the benchmark (imgpkg): `None`, with
+/// the log's tail on stderr, when the child fails.
+pub fn run_soft(cmd: &mut Command, log: &Path) -> Option<Sample> {
+    let (status, sample) = run_status(cmd, log);
+    if status.success() {
+        return Some(sample);
+    }
+    eprintln!(
+        "failed ({status}), going on without it: {cmd:?}\n--- log tail ---\n{}",
+        tail(log, 2000)
+    );
+    None
+}
+
 /// Like [`run`] but hands back the exit status instead of giving up.
 pub fn run_status(cmd: &mut Command, log: &Path) -> (ExitStatus, Sample) {
     let out = fs::OpenOptions::new()
@@ -285,6 +299,16 @@ impl Registry {
     /// basic auth when `tls` is given, plain HTTP otherwise. Access logs are off and the log
     /// level is `error`, so logging does not cost the registry CPU during measurements.
     pub fn start(dir: &Path, tls: Option<&Tls>) -> Registry {
+        Registry::start_opts(dir, tls, false)
+    }
+
+    /// Like [`Registry::start`] with the access log (one line per request, in `registry.log`)
+    /// on: for counting which requests a client made, where CPU is not what is measured.
+    pub fn start_logged(dir: &Path, tls: Option<&Tls>) -> Registry {
+        Registry::start_opts(dir, tls, true)
+    }
+
+    fn start_opts(dir: &Path, tls: Option<&Tls>, access_log: bool) -> Registry {
         fs::create_dir_all(dir.join("storage")).unwrap_or_else(|e| die(&format!("mkdir: {e}")));
         for _attempt in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0")
@@ -292,10 +316,11 @@ impl Registry {
                 .map(|a| a.port())
                 .unwrap_or_else(|e| die(&format!("free port: {e}")));
             let mut yaml = format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: {}\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
                  \x20 maintenance:\n    uploadpurging:\n      enabled: false\n\
                  http:\n  addr: 127.0.0.1:{port}\n  secret: airlift-bench\n",
+                !access_log,
                 dir.join("storage").display()
             );
             if let Some(t) = tls {

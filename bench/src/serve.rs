@@ -41,28 +41,35 @@ impl Served {
             .spawn()
             .unwrap_or_else(|e| die(&format!("spawn airlift serve: {e}")));
         let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
+        let host = loop {
             let text = fs::read_to_string(&log).unwrap_or_default();
             if let Some(rest) = text.split("listening on http://").nth(1) {
-                let host = rest
+                break rest
                     .split_whitespace()
                     .next()
                     .unwrap_or_default()
                     .to_string();
-                return Served {
-                    child,
-                    host,
-                    startup: t.elapsed().as_secs_f64(),
-                };
             }
             if Instant::now() > deadline {
-                die(&format!(
-                    "airlift serve did not start:\n{}",
-                    tail(&log, 2000)
-                ));
+                break String::new();
             }
             sleep(Duration::from_millis(5));
+        };
+        let startup = t.elapsed().as_secs_f64();
+        let served = Served {
+            child,
+            host,
+            startup,
+        };
+        if served.host.is_empty() {
+            // Dropping `served` kills and reaps the child.
+            drop(served);
+            die(&format!(
+                "airlift serve did not start:\n{}",
+                tail(&log, 2000)
+            ));
         }
+        served
     }
 
     /// Peak resident set of the serve process so far, KiB.
