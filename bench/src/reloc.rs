@@ -7,9 +7,9 @@
 //! a blob that is uploaded ends with a `PUT …/blobs/uploads/…?digest=sha256:…` answered 201,
 //! a mounted one with a `POST …?mount=…` answered 201. The bytes uploaded are the sizes (from
 //! the registry's own storage) of the blobs completed by PUT, split into blobs the registry
-//! already held before the relocations began (the corpus's layers and configs: these could
-//! have been mounted, so the target is 0) and blobs a tool made up on the way (imgpkg's
-//! image-locations image, for one), which no mount can provide.
+//! already held before the relocations began and belong to the corpus (its layers, configs and
+//! bundle layers: these could have been mounted, so the target is 0) and blobs a tool made up
+//! on the way (imgpkg's image-locations image, airlift's provenance and relocations images).
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -173,7 +173,13 @@ fn counted(
 /// Imports `archive` (untimed) into `reloc/a` of one TLS registry with its access log on, then
 /// alternates the three tools copying `outer` (and, for skopeo, every root and bundle one by
 /// one) from `reloc/a` to a new repository per run.
-pub fn run_all(ctx: &Ctx, archive: &Path, roots: &[Root], outer: &Root) -> Reloc {
+pub fn run_all(
+    ctx: &Ctx,
+    archive: &Path,
+    roots: &[Root],
+    outer: &Root,
+    corpus_dir: &Path,
+) -> Reloc {
     let dir = ctx.work.join("reloc-registry");
     let _ = fs::remove_dir_all(&dir);
     let reg = Registry::start_logged(&dir, Some(&ctx.tls));
@@ -188,7 +194,13 @@ pub fn run_all(ctx: &Ctx, archive: &Path, roots: &[Root], outer: &Root) -> Reloc
         .args(ctx.tls_args())
         .arg("-q");
     run(&mut cmd, &ctx.log("reloc-seed-import"));
-    let held: HashSet<String> = sizes(&dir).into_keys().collect();
+    // Only the corpus's own blobs (layers, configs, bundle layers) count as movable by mount;
+    // the small metadata images a tool writes for the destination are counted as new.
+    let corpus: HashSet<String> = sizes(corpus_dir).into_keys().collect();
+    let held: HashSet<String> = sizes(&dir)
+        .into_keys()
+        .filter(|h| corpus.contains(h))
+        .collect();
     let digest = |r: &Root| {
         r.digest_ref
             .split_once('@')
