@@ -725,13 +725,7 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
     );
 
     // Relocation inside one registry: mounts, not uploads.
-    let relocation = reloc::run_all(
-        ctx,
-        &archive,
-        &copy_roots,
-        &bundles[1],
-        &src.dir,
-    );
+    let relocation = reloc::run_all(ctx, &archive, &copy_roots, &bundles[1], &src.dir);
 
     // Serve: the archive in place vs the docker-registry it was exported from, to skopeo.
     let served = serve::Served::start(ctx, &archive);

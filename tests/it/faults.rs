@@ -205,14 +205,21 @@ fn import_and_export_ask_an_anonymous_registry_once_per_object_not_per_request()
         count("POST /v2/inside/app/blobs/uploads/"),
     );
     // One plain-HTTP probe when the client is made, one anonymous challenge probe.
-    assert!(probes <= 3, "{probes} auth probes in {} requests", lines.len());
+    assert!(
+        probes <= 3,
+        "{probes} auth probes in {} requests",
+        lines.len()
+    );
     // Per blob: one existence check, one upload session, one PUT (the provenance image
     // adds its own two blobs).
     assert!(
         sessions >= blobs && sessions <= blobs + 4,
         "{sessions} uploads for {blobs} blobs"
     );
-    assert_eq!(heads, sessions, "blob existence asked more than once per blob");
+    assert_eq!(
+        heads, sessions,
+        "blob existence asked more than once per blob"
+    );
     // Exporting back out of it: one GET per blob and manifest, few probes.
     let before = lines.len();
     let out = h.join("again.tar");
