@@ -618,14 +618,7 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
         },
         have_imgpkg.then_some(&mut imgpkg_import as ThirdRun),
     );
-    let mut note = format!(
-        "registry CPU (user+sys) median: {:.1}s during airlift, {:.1}s during skopeo",
-        report::median(&reg_a),
-        report::median(&reg_b)
-    );
-    if !reg_c.is_empty() {
-        note.push_str(&format!(", {:.1}s during imgpkg", report::median(&reg_c)));
-    }
+    let note = registry_cpu_note("registry CPU (user+sys) median:", &reg_a, &reg_b, &reg_c);
     comparisons.push(
         Comparison::new(
             "import (whole corpus)",
@@ -702,16 +695,13 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
         },
         have_imgpkg.then_some(&mut imgpkg_copy as ThirdRun),
     );
-    let mut note = format!(
+    let note = registry_cpu_note(
         "HTTP source → fresh TLS + basic-auth registry; skopeo copies the two bundle images too \
-         (docker to docker keeps their media types); registry CPU median {:.1}s during airlift, \
-         {:.1}s during skopeo",
-        report::median(&reg_a),
-        report::median(&reg_b)
+         (docker to docker keeps their media types); registry CPU median",
+        &reg_a,
+        &reg_b,
+        &reg_c,
     );
-    if !reg_c.is_empty() {
-        note.push_str(&format!(", {:.1}s during imgpkg", report::median(&reg_c)));
-    }
     comparisons.push(
         Comparison::new(
             "copy registry → registry (whole corpus)",
@@ -831,6 +821,20 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
         comparisons,
         relocation,
     }
+}
+
+/// "`prefix` Xs during airlift, Ys during skopeo[, Zs during imgpkg]": the target registry's
+/// CPU per tool, which shows when the registry, not the client, was the bottleneck.
+fn registry_cpu_note(prefix: &str, a: &[f64], b: &[f64], c: &[f64]) -> String {
+    let mut note = format!(
+        "{prefix} {:.1}s during airlift, {:.1}s during skopeo",
+        report::median(a),
+        report::median(b)
+    );
+    if !c.is_empty() {
+        note.push_str(&format!(", {:.1}s during imgpkg", report::median(c)));
+    }
+    note
 }
 
 /// Total size and count of the files directly in `dir`.

@@ -487,8 +487,14 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
         let is_manifest = matches!(blob.role, Role::Manifest | Role::Index);
         if !is_manifest {
             let (data, verifier) = blob.into_parts();
+            // A fresh entry always carries its verifier; never let one pass unhashed.
             let Some(verifier) = verifier else {
-                continue;
+                r.record_hashed(hashers.settle());
+                r.fail(failure(
+                    FailureKind::Container,
+                    format!("{entry}: no digest check available (internal error)"),
+                ));
+                break;
             };
             if let Err(e) = hashers.hash(entry.clone(), data, verifier) {
                 r.record_hashed(hashers.settle());
