@@ -41,6 +41,8 @@ pub struct Ctx {
     pubkey: PathBuf,
     tls: Tls,
     rounds: usize,
+    /// `BENCH_ONLY`: the sections to measure (None: all).
+    only: Option<Vec<String>>,
     /// `/proc/loadavg` when the run began.
     load_at_start: String,
 }
@@ -90,6 +92,10 @@ fn main() {
         logs,
         tls,
         rounds,
+        only: std::env::var("BENCH_ONLY")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|v| v.split(',').map(|x| x.trim().to_string()).collect()),
         work: work.clone(),
         load_at_start: report::loadavg(),
     };
@@ -107,6 +113,17 @@ fn main() {
         limits.sha256_one / 1e6,
         limits.sha256_two / 1e6
     );
+    if let Some(bad) = ctx
+        .only
+        .iter()
+        .flatten()
+        .find(|x| !SECTIONS.contains(&x.as_str()))
+    {
+        die(&format!(
+            "BENCH_ONLY names {bad:?}; the sections are {}",
+            SECTIONS.join(",")
+        ));
+    }
     let out = if mode == "scale" {
         let n: usize = env_or("BENCH_SCALE_IMAGES", 1000usize);
         let rows = run_scale(&ctx, n);
@@ -125,7 +142,19 @@ fn main() {
     }
 }
 
+/// The corpus sections `BENCH_ONLY` may name.
+const SECTIONS: [&str; 7] = [
+    "export", "import", "verify", "copy", "reloc", "serve", "big",
+];
+
 impl Ctx {
+    /// Whether `BENCH_ONLY` (unset: everything) asks for `section`.
+    fn wants(&self, section: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|v| v.iter().any(|x| x == section))
+    }
+
     /// airlift with a private HOME (no docker config of the host leaks in), quiet.
     pub(crate) fn airlift_cmd(&self) -> Command {
         let mut cmd = Command::new(&self.airlift);
@@ -373,7 +402,7 @@ pub struct CorpusRun {
     /// Registry ingest ceiling (curl uploads of the unique blobs), bytes/s, one per round.
     ingest: Vec<f64>,
     comparisons: Vec<Comparison>,
-    relocation: reloc::Reloc,
+    relocation: Option<reloc::Reloc>,
 }
 
 /// The main corpus (≈1.2 GB × scale): 12 images sharing three base layers, a two-platform
@@ -547,8 +576,10 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
         flushes_c.push(f);
         Some(s)
     };
+    // The other sections read the three exports: make them once even when not measured.
+    let export_rounds = if ctx.wants("export") { n } else { 1 };
     let (a, b, c) = alternate3(
-        n,
+        export_rounds,
         "export",
         |_| {
             disk.push(report::disk_probe(&ctx.work, 1 << 30));
@@ -575,7 +606,7 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
             report::median(&flushes_c)
         ));
     }
-    comparisons.push(
+    let export_row = ctx.wants("export").then(|| {
         Comparison::new(
             "export (whole corpus)",
             "skopeo copy ×each image → one OCI layout",
@@ -585,156 +616,164 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
             note,
         )
         .with_limit(disk)
-        .with_third("imgpkg copy -b outer --to-tar", c),
-    );
+        .with_third("imgpkg copy -b outer --to-tar", c)
+    });
+    comparisons.extend(export_row);
 
+    let mut ingest = Vec::new();
     // Import into a TLS + basic-auth registry, the registry's ingest ceiling measured with
     // curl just before each round.
-    let blobs = storage_blobs(&src.dir.join("storage"));
-    let mut ingest = Vec::new();
-    let mut reg_a = Vec::new();
-    let mut reg_b = Vec::new();
-    let mut reg_c = Vec::new();
-    let mut imgpkg_import = |_: usize| {
-        let (s, c) = ctx.imgpkg_import(&imgpkg_tar, "import-imgpkg")?;
-        reg_c.push(c);
-        Some(s)
-    };
-    let (a, b, c) = alternate3(
-        n,
-        "import",
-        |r| {
-            let rate = ceiling::ingest(ctx, &blobs);
-            eprintln!("import round {r}: ingest ceiling {:.0} MB/s", rate / 1e6);
-            ingest.push(rate);
-            let (s, c) = ctx.airlift_import(&archive, "import-airlift");
-            reg_a.push(c);
-            s
-        },
-        |_| {
-            let (s, c) = ctx.skopeo_import(&roots, &layout, "import-skopeo");
-            reg_b.push(c);
-            s
-        },
-        have_imgpkg.then_some(&mut imgpkg_import as ThirdRun),
-    );
-    let note = registry_cpu_note("registry CPU (user+sys) median:", &reg_a, &reg_b, &reg_c);
-    comparisons.push(
-        Comparison::new(
-            "import (whole corpus)",
-            "skopeo copy ×each image from the layout",
-            unique_bytes,
-            a,
-            b,
-            note,
-        )
-        .with_limit(ingest.clone())
-        .with_third("imgpkg copy --tar → --to-repo", c),
-    );
-
-    // Verify.
-    let layout_blobs: Vec<PathBuf> = fs::read_dir(layout.join("blobs/sha256"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    let mut sha = Vec::new();
-    let (a, b) = alternate(
-        n,
-        "verify",
-        |_| {
-            sha.push(report::sha_probe(1));
-            let mut cmd = ctx.airlift_cmd();
-            cmd.arg("verify")
-                .arg(&archive)
-                .arg("--trust")
-                .arg(&ctx.pubkey);
-            run(&mut cmd, &ctx.log("verify-airlift"))
-        },
-        |_| {
-            run(
-                Command::new("sha256sum").args(&layout_blobs),
-                &ctx.log("verify-sha256sum"),
+    if ctx.wants("import") {
+        let blobs = storage_blobs(&src.dir.join("storage"));
+        let mut reg_a = Vec::new();
+        let mut reg_b = Vec::new();
+        let mut reg_c = Vec::new();
+        let mut imgpkg_import = |_: usize| {
+            let (s, c) = ctx.imgpkg_import(&imgpkg_tar, "import-imgpkg")?;
+            reg_c.push(c);
+            Some(s)
+        };
+        let (a, b, c) = alternate3(
+            n,
+            "import",
+            |r| {
+                let rate = ceiling::ingest(ctx, &blobs);
+                eprintln!("import round {r}: ingest ceiling {:.0} MB/s", rate / 1e6);
+                ingest.push(rate);
+                let (s, c) = ctx.airlift_import(&archive, "import-airlift");
+                reg_a.push(c);
+                s
+            },
+            |_| {
+                let (s, c) = ctx.skopeo_import(&roots, &layout, "import-skopeo");
+                reg_b.push(c);
+                s
+            },
+            have_imgpkg.then_some(&mut imgpkg_import as ThirdRun),
+        );
+        let note = registry_cpu_note("registry CPU (user+sys) median:", &reg_a, &reg_b, &reg_c);
+        comparisons.push(
+            Comparison::new(
+                "import (whole corpus)",
+                "skopeo copy ×each image from the layout",
+                unique_bytes,
+                a,
+                b,
+                note,
             )
-        },
-    );
-    comparisons.push(
-        Comparison::new(
-            "verify (whole corpus)",
-            "sha256sum over the layout's blobs",
-            unique_bytes,
-            a,
-            b,
-            "imgpkg has no verify of a tar".into(),
-        )
-        .with_limit(sha),
-    );
-
-    // Copy registry → registry: plain-HTTP corpus registry into a fresh TLS registry.
-    let mut copy_roots = roots.clone();
-    copy_roots.extend(bundles.iter().cloned());
-    let (mut reg_a, mut reg_b, mut reg_c) = (Vec::new(), Vec::new(), Vec::new());
-    let mut imgpkg_copy = |_: usize| {
-        let (s, c) = ctx.imgpkg_copy(&bundle, "copy-imgpkg")?;
-        reg_c.push(c);
-        Some(s)
-    };
-    let (a, b, c) = alternate3(
-        n,
-        "copy",
-        |_| {
-            let (s, c) = ctx.airlift_copy(&bundle, "copy-airlift");
-            reg_a.push(c);
-            s
-        },
-        |_| {
-            let (s, c) = ctx.skopeo_copy(&copy_roots, "copy-skopeo");
-            reg_b.push(c);
-            s
-        },
-        have_imgpkg.then_some(&mut imgpkg_copy as ThirdRun),
-    );
-    let note = registry_cpu_note(
-        "HTTP source → fresh TLS + basic-auth registry; skopeo copies the two bundle images too \
-         (docker to docker keeps their media types); registry CPU median",
-        &reg_a,
-        &reg_b,
-        &reg_c,
-    );
-    comparisons.push(
-        Comparison::new(
-            "copy registry → registry (whole corpus)",
-            "skopeo copy ×each image and bundle",
-            unique_bytes,
-            a,
-            b,
-            note,
-        )
-        .with_third("imgpkg copy -b outer --to-repo", c),
-    );
-
-    // Relocation inside one registry: mounts, not uploads.
-    let relocation = reloc::run_all(ctx, &archive, &copy_roots, &bundles[1], &src.dir);
-
-    // Serve: the archive in place vs the docker-registry it was exported from, to skopeo.
-    let served = serve::Served::start(ctx, &archive);
-    eprintln!("serve: listening after {:.3}s", served.startup);
-    for (parallel, label) in [(1usize, "one image at a time"), (8, "8 copies at once")] {
+            .with_limit(ingest.clone())
+            .with_third("imgpkg copy --tar → --to-repo", c),
+        );
+    }
+    // Verify.
+    if ctx.wants("verify") {
+        let layout_blobs: Vec<PathBuf> = fs::read_dir(layout.join("blobs/sha256"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        let mut sha = Vec::new();
         let (a, b) = alternate(
             n,
-            &format!("serve-{parallel}"),
-            |_| serve::pull_all(ctx, &served.host, &roots, parallel, "serve-pull-airlift"),
-            |_| serve::pull_all(ctx, &src.host(), &roots, parallel, "serve-pull-registry"),
+            "verify",
+            |_| {
+                sha.push(report::sha_probe(1));
+                let mut cmd = ctx.airlift_cmd();
+                cmd.arg("verify")
+                    .arg(&archive)
+                    .arg("--trust")
+                    .arg(&ctx.pubkey);
+                run(&mut cmd, &ctx.log("verify-airlift"))
+            },
+            |_| {
+                run(
+                    Command::new("sha256sum").args(&layout_blobs),
+                    &ctx.log("verify-sha256sum"),
+                )
+            },
         );
-        let bytes = serve::pulled_bytes(ctx);
-        let peak = served.peak_rss_kib();
-        // The clients' RSS says nothing about the server: report serve's own peak instead.
-        let a = a
-            .into_iter()
-            .map(|s| Sample { rss_kib: peak, ..s })
-            .collect();
-        comparisons.push(Comparison::new(
+        comparisons.push(
+            Comparison::new(
+                "verify (whole corpus)",
+                "sha256sum over the layout's blobs",
+                unique_bytes,
+                a,
+                b,
+                "imgpkg has no verify of a tar".into(),
+            )
+            .with_limit(sha),
+        );
+    }
+
+    let mut copy_roots = roots.clone();
+    copy_roots.extend(bundles.iter().cloned());
+    // Copy registry → registry: plain-HTTP corpus registry into a fresh TLS registry.
+    if ctx.wants("copy") {
+        let (mut reg_a, mut reg_b, mut reg_c) = (Vec::new(), Vec::new(), Vec::new());
+        let mut imgpkg_copy = |_: usize| {
+            let (s, c) = ctx.imgpkg_copy(&bundle, "copy-imgpkg")?;
+            reg_c.push(c);
+            Some(s)
+        };
+        let (a, b, c) = alternate3(
+            n,
+            "copy",
+            |_| {
+                let (s, c) = ctx.airlift_copy(&bundle, "copy-airlift");
+                reg_a.push(c);
+                s
+            },
+            |_| {
+                let (s, c) = ctx.skopeo_copy(&copy_roots, "copy-skopeo");
+                reg_b.push(c);
+                s
+            },
+            have_imgpkg.then_some(&mut imgpkg_copy as ThirdRun),
+        );
+        let note = registry_cpu_note(
+            "HTTP source → fresh TLS + basic-auth registry; skopeo copies the two bundle images too \
+         (docker to docker keeps their media types); registry CPU median",
+            &reg_a,
+            &reg_b,
+            &reg_c,
+        );
+        comparisons.push(
+            Comparison::new(
+                "copy registry → registry (whole corpus)",
+                "skopeo copy ×each image and bundle",
+                unique_bytes,
+                a,
+                b,
+                note,
+            )
+            .with_third("imgpkg copy -b outer --to-repo", c),
+        );
+    }
+    // Relocation inside one registry: mounts, not uploads.
+    let relocation = ctx
+        .wants("reloc")
+        .then(|| reloc::run_all(ctx, &archive, &copy_roots, &bundles[1], &src.dir));
+
+    // Serve: the archive in place vs the docker-registry it was exported from, to skopeo.
+    if ctx.wants("serve") {
+        let served = serve::Served::start(ctx, &archive);
+        eprintln!("serve: listening after {:.3}s", served.startup);
+        for (parallel, label) in [(1usize, "one image at a time"), (8, "8 copies at once")] {
+            let (a, b) = alternate(
+                n,
+                &format!("serve-{parallel}"),
+                |_| serve::pull_all(ctx, &served.host, &roots, parallel, "serve-pull-airlift"),
+                |_| serve::pull_all(ctx, &src.host(), &roots, parallel, "serve-pull-registry"),
+            );
+            let bytes = serve::pulled_bytes(ctx);
+            let peak = served.peak_rss_kib();
+            // The clients' RSS says nothing about the server: report serve's own peak instead.
+            let a = a
+                .into_iter()
+                .map(|s| Sample { rss_kib: peak, ..s })
+                .collect();
+            comparisons.push(Comparison::new(
             &format!("serve → skopeo ({label})"),
             "the same content from docker-registry",
             bytes,
@@ -748,65 +787,69 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
                 archive_bytes as f64 / 1e6
             ),
         ));
+        }
+        drop(served);
     }
-    drop(served);
 
     // The 1 GiB image alone, both ways.
-    let big_archive = ctx.work.join("big.tar");
-    let big_layout = ctx.work.join("big-layout");
-    let big_tar_c = ctx.work.join("big-imgpkg.tar");
-    let big_roots = [big.clone()];
-    let mut imgpkg_export_big = |_: usize| {
-        ctx.imgpkg_export(&["-i", &big.digest_ref], &big_tar_c, "export-big-imgpkg")
-            .map(|x| x.0)
-    };
-    let (a, b, c) = alternate3(
-        n,
-        "export-big",
-        |_| ctx.airlift_export(&["-i", &big.digest_ref], &big_archive, "export-big-airlift"),
-        |_| {
-            ctx.skopeo_export(&big_roots, &big_layout, "export-big-skopeo")
-                .0
-        },
-        have_imgpkg.then_some(&mut imgpkg_export_big as ThirdRun),
-    );
-    let (big_bytes, _) = dir_bytes(&big_layout.join("blobs/sha256"));
-    comparisons.push(
-        Comparison::new(
-            "export (1 GiB image)",
-            "skopeo copy → OCI layout",
-            big_bytes,
-            a,
-            b,
-            String::new(),
-        )
-        .with_third("imgpkg copy -i --to-tar", c),
-    );
-    let mut imgpkg_import_big = |_: usize| {
-        ctx.imgpkg_import(&big_tar_c, "import-big-imgpkg")
-            .map(|x| x.0)
-    };
-    let (a, b, c) = alternate3(
-        n,
-        "import-big",
-        |_| ctx.airlift_import(&big_archive, "import-big-airlift").0,
-        |_| {
-            ctx.skopeo_import(&big_roots, &big_layout, "import-big-skopeo")
-                .0
-        },
-        have_imgpkg.then_some(&mut imgpkg_import_big as ThirdRun),
-    );
-    comparisons.push(
-        Comparison::new(
-            "import (1 GiB image)",
-            "skopeo copy from the layout",
-            big_bytes,
-            a,
-            b,
-            String::new(),
-        )
-        .with_third("imgpkg copy --tar → --to-repo", c),
-    );
+    let mut big_bytes = 0;
+    if ctx.wants("big") {
+        let big_archive = ctx.work.join("big.tar");
+        let big_layout = ctx.work.join("big-layout");
+        let big_tar_c = ctx.work.join("big-imgpkg.tar");
+        let big_roots = [big.clone()];
+        let mut imgpkg_export_big = |_: usize| {
+            ctx.imgpkg_export(&["-i", &big.digest_ref], &big_tar_c, "export-big-imgpkg")
+                .map(|x| x.0)
+        };
+        let (a, b, c) = alternate3(
+            n,
+            "export-big",
+            |_| ctx.airlift_export(&["-i", &big.digest_ref], &big_archive, "export-big-airlift"),
+            |_| {
+                ctx.skopeo_export(&big_roots, &big_layout, "export-big-skopeo")
+                    .0
+            },
+            have_imgpkg.then_some(&mut imgpkg_export_big as ThirdRun),
+        );
+        big_bytes = dir_bytes(&big_layout.join("blobs/sha256")).0;
+        comparisons.push(
+            Comparison::new(
+                "export (1 GiB image)",
+                "skopeo copy → OCI layout",
+                big_bytes,
+                a,
+                b,
+                String::new(),
+            )
+            .with_third("imgpkg copy -i --to-tar", c),
+        );
+        let mut imgpkg_import_big = |_: usize| {
+            ctx.imgpkg_import(&big_tar_c, "import-big-imgpkg")
+                .map(|x| x.0)
+        };
+        let (a, b, c) = alternate3(
+            n,
+            "import-big",
+            |_| ctx.airlift_import(&big_archive, "import-big-airlift").0,
+            |_| {
+                ctx.skopeo_import(&big_roots, &big_layout, "import-big-skopeo")
+                    .0
+            },
+            have_imgpkg.then_some(&mut imgpkg_import_big as ThirdRun),
+        );
+        comparisons.push(
+            Comparison::new(
+                "import (1 GiB image)",
+                "skopeo copy from the layout",
+                big_bytes,
+                a,
+                b,
+                String::new(),
+            )
+            .with_third("imgpkg copy --tar → --to-repo", c),
+        );
+    }
     drop(src);
     CorpusRun {
         scale: s,

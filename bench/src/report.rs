@@ -449,29 +449,30 @@ pub fn markdown(ctx: &Ctx, r: &CorpusRun) -> String {
         s.push_str(&notes.concat());
     }
 
-    let rel = &r.relocation;
-    let ra: Vec<Sample> = rel.airlift.iter().map(|x| x.0).collect();
-    s.push_str(
-        "\n## Relocation inside one registry (cross-repository mount)\n\n\
-         The corpus is imported (untimed) into `reloc/a` of one TLS + basic-auth registry with its access \
-         log on; then each tool copies the outer bundle (skopeo: every image and both bundles, one by one) \
-         to a new repository of the same registry. Counted from the registry's access log, per run (maximum \
-         over the rounds): blob mounts answered 201, mount requests not honoured, blob uploads completed by \
-         PUT, PATCH requests, bytes uploaded of blobs the registry already held (the corpus's layers and \
-         configs, which a mount would have linked: the target is 0), blobs and bytes the tool made up on \
-         the way (no mount can provide those; `logs/reloc-TOOL.log` lists every uploaded digest), \
-         manifest PUTs.\n\n\
-         | tool | wall s | mounted | mounts refused | blobs uploaded | PATCHes | held bytes uploaded | new blobs / bytes | manifests PUT | other's wall / airlift's |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
-    );
-    reloc_row(&mut s, "airlift", &rel.airlift, &ra);
-    reloc_row(&mut s, "skopeo", &rel.skopeo, &ra);
-    match &rel.imgpkg {
-        Third::Runs(v) if !v.is_empty() => reloc_row(&mut s, "imgpkg", v, &ra),
-        other => s.push_str(&format!(
-            "| imgpkg | {} | | | | | | | | |\n",
-            other.absent()
-        )),
+    if let Some(rel) = &r.relocation {
+        let ra: Vec<Sample> = rel.airlift.iter().map(|x| x.0).collect();
+        s.push_str(
+            "\n## Relocation inside one registry (cross-repository mount)\n\n\
+             The corpus is imported (untimed) into `reloc/a` of one TLS + basic-auth registry with its access \
+             log on; then each tool copies the outer bundle (skopeo: every image and both bundles, one by one) \
+             to a new repository of the same registry. Counted from the registry's access log, per run (maximum \
+             over the rounds): blob mounts answered 201, mount requests not honoured, blob uploads completed by \
+             PUT, PATCH requests, bytes uploaded of blobs the registry already held (the corpus's layers and \
+             configs, which a mount would have linked: the target is 0), blobs and bytes the tool made up on \
+             the way (no mount can provide those; `logs/reloc-TOOL.log` lists every uploaded digest), \
+             manifest PUTs.\n\n\
+             | tool | wall s | mounted | mounts refused | blobs uploaded | PATCHes | held bytes uploaded | new blobs / bytes | manifests PUT | other's wall / airlift's |\n\
+             |---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        reloc_row(&mut s, "airlift", &rel.airlift, &ra);
+        reloc_row(&mut s, "skopeo", &rel.skopeo, &ra);
+        match &rel.imgpkg {
+            Third::Runs(v) if !v.is_empty() => reloc_row(&mut s, "imgpkg", v, &ra),
+            other => s.push_str(&format!(
+                "| imgpkg | {} | | | | | | | | |\n",
+                other.absent()
+            )),
+        }
     }
 
     s.push_str(
@@ -527,30 +528,32 @@ pub fn markdown(ctx: &Ctx, r: &CorpusRun) -> String {
     if let Some(c) = find("copy registry → registry (whole corpus)") {
         speedup_targets(&mut s, c, "copy", 1.5);
     }
-    let moved = rel.airlift.iter().map(|x| x.1.bytes).max().unwrap_or(0);
-    let others = |runs: &[(Sample, crate::reloc::Uploads)]| {
-        format!(
-            "{} bytes",
-            runs.iter().map(|x| x.1.bytes).max().unwrap_or(0)
-        )
-    };
-    let c_moved = match &rel.imgpkg {
-        Third::Runs(v) if !v.is_empty() => others(v),
-        other => other.absent().to_string(),
-    };
-    target(
-        &mut s,
-        "relocation in one registry moves 0 layer bytes",
-        format!(
-            "airlift uploaded {moved} bytes of blobs the registry held, mounted {} blobs, \
-             uploaded {} new blobs ({} bytes); skopeo uploaded {} held bytes, imgpkg {c_moved}",
-            rel.airlift.iter().map(|x| x.1.mounted).max().unwrap_or(0),
-            rel.airlift.iter().map(|x| x.1.new_blobs).max().unwrap_or(0),
-            rel.airlift.iter().map(|x| x.1.new_bytes).max().unwrap_or(0),
-            others(&rel.skopeo),
-        ),
-        Some(moved == 0 && !rel.airlift.is_empty()),
-    );
+    if let Some(rel) = &r.relocation {
+        let moved = rel.airlift.iter().map(|x| x.1.bytes).max().unwrap_or(0);
+        let others = |runs: &[(Sample, crate::reloc::Uploads)]| {
+            format!(
+                "{} bytes",
+                runs.iter().map(|x| x.1.bytes).max().unwrap_or(0)
+            )
+        };
+        let c_moved = match &rel.imgpkg {
+            Third::Runs(v) if !v.is_empty() => others(v),
+            other => other.absent().to_string(),
+        };
+        target(
+            &mut s,
+            "relocation in one registry moves 0 layer bytes",
+            format!(
+                "airlift uploaded {moved} bytes of blobs the registry held, mounted {} blobs, \
+                 uploaded {} new blobs ({} bytes); skopeo uploaded {} held bytes, imgpkg {c_moved}",
+                rel.airlift.iter().map(|x| x.1.mounted).max().unwrap_or(0),
+                rel.airlift.iter().map(|x| x.1.new_blobs).max().unwrap_or(0),
+                rel.airlift.iter().map(|x| x.1.new_bytes).max().unwrap_or(0),
+                others(&rel.skopeo),
+            ),
+            Some(moved == 0 && !rel.airlift.is_empty()),
+        );
+    }
     for n in [
         "export (whole corpus)",
         "import (whole corpus)",
