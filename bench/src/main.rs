@@ -620,9 +620,9 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
     });
     comparisons.extend(export_row);
 
-    let mut ingest = Vec::new();
     // Import into a TLS + basic-auth registry, the registry's ingest ceiling measured with
-    // curl just before each round.
+    // curl just before each round (kept outside: the report reads it).
+    let mut ingest = Vec::new();
     if ctx.wants("import") {
         let blobs = storage_blobs(&src.dir.join("storage"));
         let mut reg_a = Vec::new();

@@ -39,7 +39,7 @@ pub struct Extent {
 /// Bytes per chunk read from an archive.
 const CHUNK: usize = 256 * 1024;
 /// Chunks buffered per blob between the archive reader and an upload: 1 MiB per blob keeps
-/// the upload fed from the page cache, and eight concurrent uploads under 10 MiB of buffers.
+/// the upload fed from the page cache, and the default eight uploads under 10 MiB of buffers.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// Which signatures an import insists on.
