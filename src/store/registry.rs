@@ -118,6 +118,9 @@ pub struct RegistrySink<'a> {
     /// Blobs a repository was just found to lack: the push that follows the engine's
     /// existence check does not ask the registry a second time.
     lacking: Mutex<HashSet<(Digest, String)>>,
+    /// Blobs and manifests this run sent into a repository that lacked them: a manifest over
+    /// one of them cannot be there yet, nor a tag on such a manifest, so neither is asked for.
+    sent: Mutex<HashSet<(Digest, String)>>,
     /// Re-read blobs the destination already has and check their digests.
     verify_existing: bool,
     /// OCI 1.1 referrers (not cosign tags) to list in the destination's tag-schema indexes.
@@ -144,6 +147,7 @@ impl<'a> RegistrySink<'a> {
             extras,
             received: Mutex::new(HashMap::new()),
             lacking: Mutex::new(HashSet::new()),
+            sent: Mutex::new(HashSet::new()),
             verify_existing: false,
             referrers: graph
                 .referrers
@@ -278,6 +282,18 @@ impl<'a> RegistrySink<'a> {
         Ok(out)
     }
 
+    fn mark_sent(&self, d: &Digest, dest: &Reference) {
+        if let Ok(mut s) = self.sent.lock() {
+            s.insert((d.clone(), dest.repo_name()));
+        }
+    }
+
+    fn was_sent(&self, d: &Digest, dest: &Reference) -> bool {
+        self.sent
+            .lock()
+            .is_ok_and(|s| s.contains(&(d.clone(), dest.repo_name())))
+    }
+
     fn remember(&self, d: &Digest, dest: &Reference) {
         if let Ok(mut l) = self.lacking.lock() {
             l.remove(&(d.clone(), dest.repo_name()));
@@ -286,6 +302,19 @@ impl<'a> RegistrySink<'a> {
             r.entry(d.clone()).or_default().push(dest.clone());
         }
     }
+}
+
+/// The digests a manifest points at: config and layers, or an index's manifests.
+fn children(m: &RawManifest) -> impl Iterator<Item = &Digest> {
+    let descs: &[Descriptor] = match &m.parsed {
+        crate::oci::Parsed::Image { layers, .. } => layers,
+        crate::oci::Parsed::Index { manifests } => manifests,
+    };
+    let config = match &m.parsed {
+        crate::oci::Parsed::Image { config, .. } => Some(&config.digest),
+        crate::oci::Parsed::Index { .. } => None,
+    };
+    config.into_iter().chain(descs.iter().map(|d| &d.digest))
 }
 
 fn at(repo: &str, d: &Digest) -> Result<Reference, StoreError> {
@@ -332,6 +361,7 @@ impl Sink for RegistrySink<'_> {
                 pushed.uploads += 1;
                 pushed.uploaded += desc.size;
             }
+            self.mark_sent(&desc.digest, &dest);
             self.remember(&desc.digest, &dest);
         }
         Ok(pushed)
@@ -343,8 +373,10 @@ impl Sink for RegistrySink<'_> {
         for repo in repos.into_iter().flatten() {
             let dest = at(repo, &m.digest)?;
             let client = self.registries.client(dest.registry()).await?;
-            if !client.manifest_exists(&dest).await? {
+            let fresh = children(m).any(|c| self.was_sent(c, &dest));
+            if fresh || !client.manifest_exists(&dest).await? {
                 client.put_manifest(&dest, m).await?;
+                self.mark_sent(&m.digest, &dest);
                 pushed = true;
             }
         }
@@ -465,24 +497,40 @@ impl RegistrySink<'_> {
         let dest = Reference::parse(&format!("{repo}:{tag}"))
             .map_err(|e| StoreError::Refused(format!("tag {repo}:{tag}: {e}")))?;
         let client = self.registries.client(dest.registry()).await?;
-        let current = match client.resolve_digest(&dest).await {
-            Ok(current) if current == manifest.digest => return Ok(dest.to_string()),
-            Ok(current) => Some(current),
-            Err(RegistryError::NotFound { .. }) => None,
-            Err(e) => return Err(e.into()),
+        let current = |r: Result<Digest, RegistryError>| match r {
+            Ok(current) => Ok(Some(current)),
+            Err(RegistryError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(StoreError::from(e)),
         };
-        client
-            .put_manifest(&dest, manifest)
-            .await
-            .map_err(|e| match current {
-                Some(current) => StoreError::Refused(format!(
-                    "{dest} points at {current}; the registry refused to move it to {}: {e} \
-                     (a registry with immutable tags never moves a tag: delete the tag there, \
-                     or import into another repository)",
-                    manifest.digest
-                )),
-                None => e.into(),
-            })?;
-        Ok(dest.to_string())
+        // A manifest this run just pushed cannot be tagged yet: set the tag without asking,
+        // and ask only to explain a refusal. Otherwise a tag already right is left untouched.
+        let fresh = self.was_sent(&manifest.digest, &dest);
+        let before = if fresh {
+            None
+        } else {
+            match current(client.resolve_digest(&dest).await)? {
+                Some(d) if d == manifest.digest => return Ok(dest.to_string()),
+                other => other,
+            }
+        };
+        let e = match client.put_manifest(&dest, manifest).await {
+            Ok(()) => return Ok(dest.to_string()),
+            Err(e) => e,
+        };
+        let before = match before {
+            None if fresh => current(client.resolve_digest(&dest).await).unwrap_or(None),
+            b => b,
+        };
+        match before {
+            // Refused only because it was already set (by someone else meanwhile).
+            Some(d) if d == manifest.digest => Ok(dest.to_string()),
+            Some(d) => Err(StoreError::Refused(format!(
+                "{dest} points at {d}; the registry refused to move it to {}: {e} \
+                 (a registry with immutable tags never moves a tag: delete the tag there, \
+                 or import into another repository)",
+                manifest.digest
+            ))),
+            None => Err(e.into()),
+        }
     }
 }

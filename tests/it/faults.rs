@@ -220,6 +220,14 @@ fn import_and_export_ask_an_anonymous_registry_once_per_object_not_per_request()
         heads, sessions,
         "blob existence asked more than once per blob"
     );
+    // A manifest over blobs this run uploaded cannot be there yet, nor a tag on it: only the
+    // provenance image (pushed whole at commit) is looked up first.
+    let manifest_heads = count("HEAD /v2/inside/app/manifests/");
+    let manifest_puts = count("PUT /v2/inside/app/manifests/");
+    assert!(
+        manifest_puts > 2 && manifest_heads <= 2,
+        "{manifest_heads} manifest lookups for {manifest_puts} manifest and tag pushes: {lines:#?}"
+    );
     // Exporting back out of it: one GET per blob and manifest, few probes.
     let before = lines.len();
     let out = h.join("again.tar");

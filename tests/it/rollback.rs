@@ -393,3 +393,44 @@ fn export_never_writes_through_planted_symlinks() {
     );
     assert!(std::fs::read_to_string(&sums).unwrap().contains("out.tar"));
 }
+
+#[test]
+fn a_refused_tag_move_names_where_the_tag_points() {
+    let (src, dest) = (Registry::start_plain(), Registry::start_plain());
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let first = h.join("first.tar");
+    std::fs::rename(one_image(h, &src, "app", 21), &first).unwrap();
+    let old = airlift::digest::Digest::sha256_of(&crate::support::skopeo_inspect_raw(
+        "src/app:1.0",
+        &src,
+    ));
+    let second = one_image(h, &src, "app", 22);
+    let proxy = FaultProxy::start(dest.port());
+    let to = proxy.reference("mirror");
+    let import = |archive: &Path| {
+        airlift(
+            h,
+            &[
+                "import",
+                s(archive),
+                "--to-registry",
+                &to,
+                "--allow-unsigned",
+                "-q",
+            ],
+        )
+    };
+    expect_ok(&import(&first));
+    // A registry with immutable tags: the new manifest goes in, the tag may not move.
+    proxy.inject(
+        Fault::Status(403),
+        10,
+        "PUT /v2/mirror/src/app/manifests/1.0",
+    );
+    let err = expect_failed(&import(&second));
+    assert!(
+        err.contains(&format!("points at {old}")) && err.contains("refused to move it"),
+        "the refusal does not say where the tag points: {err}"
+    );
+}
