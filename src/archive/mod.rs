@@ -6,6 +6,7 @@
 //!
 //! - [`manifest`]: the signed airlift manifest (model, canonical JSON, `index.json` helper);
 //! - [`writer`]: [`ArchiveWriter`], streaming, atomic (`PATH.partial` then rename);
+//! - [`sums`]: the whole-file checksums, computed while writing;
 //! - [`reader`]: [`ArchiveReader`] (one streaming pass) and [`BlobIndex`] (random access);
 //! - [`verify`]: the offline verification algorithm and its [`Report`];
 //! - [`inspect`]: what an archive holds, from its header and manifest blobs only.
@@ -16,6 +17,7 @@ pub mod inspect;
 pub mod manifest;
 pub mod plan;
 pub mod reader;
+pub mod sums;
 mod tar;
 pub mod verify;
 pub mod writer;
@@ -32,6 +34,7 @@ pub use manifest::{
 };
 pub use manifest::{canonical_json, creation_time, oci_index_json, rfc3339};
 pub use reader::{ArchiveHeader, ArchiveReader, BlobIndex, BlobReader};
+pub use sums::FileSums;
 pub use verify::{Report, VerifyOptions, verify};
 pub use writer::{ArchiveWriter, WriteOptions, sign_manifest};
 

@@ -11,12 +11,14 @@ use std::path::{Path, PathBuf};
 
 use super::manifest::{Manifest, PlannedEntry};
 use super::reader::VolumeRecord;
+use super::sums::{FileSums, SumsWriter};
 use super::tar;
 use super::{
     ArchiveError, EntryName, INDEX_JSON, MANIFEST_ENTRY, OCI_LAYOUT, OCI_LAYOUT_CONTENT,
     VOLUME_ENTRY,
 };
 use crate::digest::{Digest, DigestError, VerifyingReader};
+use crate::fsutil::WriteBehind;
 use crate::keys::{self, SIGNATURE_LEN, SigningKey};
 
 /// How to write an archive.
@@ -31,9 +33,13 @@ pub struct WriteOptions {
 /// zstd level: fixed, because output bytes must not depend on anything but the inputs.
 const ZSTD_LEVEL: i32 = 3;
 
+/// The file under the tar (or zstd) stream: hashed whole for the checksum files, and handed
+/// to the disk window by window.
+type Out = SumsWriter<WriteBehind>;
+
 enum Sink {
-    Plain(BufWriter<File>),
-    Zstd(zstd::stream::write::Encoder<'static, BufWriter<File>>),
+    Plain(BufWriter<Out>),
+    Zstd(zstd::stream::write::Encoder<'static, BufWriter<Out>>),
 }
 
 impl Write for Sink {
@@ -316,7 +322,15 @@ impl ArchiveWriter {
         file.set_len(scan.offset).map_err(ArchiveError::io(ctx()))?;
         io::Seek::seek(&mut file, io::SeekFrom::Start(scan.offset))
             .map_err(ArchiveError::io(ctx()))?;
+        let kept = File::open(&partial).map_err(ArchiveError::io(ctx()))?;
         let mut w = Self::with_file(path, partial, file, options, volume)?;
+        if let Some(Sink::Plain(out)) = w.sink.as_mut() {
+            let seeded = out.get_mut().seed(kept.take(scan.offset));
+            seeded.map_err(ArchiveError::io(format!(
+                "re-reading {}",
+                w.partial.display()
+            )))?;
+        }
         let manifest = Manifest::parse(manifest_bytes)?.manifest;
         let mut order = manifest.entries_for(volume);
         if scan.kept > order.len() {
@@ -335,7 +349,11 @@ impl ArchiveWriter {
         options: WriteOptions,
         volume: Option<u32>,
     ) -> Result<ArchiveWriter, ArchiveError> {
-        let buf = BufWriter::with_capacity(1 << 20, file);
+        let file = WriteBehind::new(file).map_err(|e| {
+            let _ = fs::remove_file(&partial);
+            ArchiveError::io(format!("opening {}", partial.display()))(e)
+        })?;
+        let buf = BufWriter::with_capacity(1 << 20, SumsWriter::new(file));
         let sink = if options.zstd {
             let enc = zstd::stream::write::Encoder::new(buf, ZSTD_LEVEL)
                 .and_then(|mut e| {
@@ -467,21 +485,26 @@ impl ArchiveWriter {
 
     /// Ends the tar, finishes compression, fsyncs, renames to `PATH`, fsyncs the directory.
     pub fn finish(self) -> Result<PathBuf, ArchiveError> {
+        self.finish_with_sums().map(|(path, _)| path)
+    }
+
+    /// Like [`finish`](Self::finish), also giving the finished file's checksums.
+    pub fn finish_with_sums(self) -> Result<(PathBuf, FileSums), ArchiveError> {
         let path = self.path.clone();
-        self.finish_inner(true)?;
-        Ok(path)
+        let sums = self.finish_inner(true)?;
+        Ok((path, sums))
     }
 
-    /// Like [`finish`](Self::finish) but leaves the complete, fsynced file at `PATH.partial`
-    /// (returned): a volume set is renamed only once every volume is complete, so an
-    /// interrupted export never leaves files that look like a finished set.
-    pub fn finish_partial(self) -> Result<PathBuf, ArchiveError> {
+    /// Like [`finish_with_sums`](Self::finish_with_sums) but leaves the complete, fsynced
+    /// file at `PATH.partial` (returned): a volume set is renamed only once every volume is
+    /// complete, so an interrupted export never leaves files that look like a finished set.
+    pub fn finish_partial(self) -> Result<(PathBuf, FileSums), ArchiveError> {
         let partial = self.partial.clone();
-        self.finish_inner(false)?;
-        Ok(partial)
+        let sums = self.finish_inner(false)?;
+        Ok((partial, sums))
     }
 
-    fn finish_inner(mut self, rename: bool) -> Result<(), ArchiveError> {
+    fn finish_inner(mut self, rename: bool) -> Result<FileSums, ArchiveError> {
         match self.pending.as_ref() {
             None => {
                 self.abort();
@@ -502,7 +525,7 @@ impl ArchiveWriter {
             None => return Err(ArchiveError::Usage("writer already failed".into())),
         };
         let partial = self.partial.clone();
-        let result = (|| -> io::Result<()> {
+        let result = (|| -> io::Result<FileSums> {
             let buf = match sink {
                 Sink::Plain(mut w) => {
                     tar::write_trailer(&mut w)?;
@@ -513,18 +536,19 @@ impl ArchiveWriter {
                     w.finish()?
                 }
             };
-            let file = buf.into_inner().map_err(|e| e.into_error())?;
+            let (file, sums) = buf.into_inner().map_err(|e| e.into_error())?.finish()?;
+            let file = file.into_inner();
             file.sync_all()?;
             drop(file);
             if rename {
                 commit_rename(&partial, &self.path)?;
             }
-            Ok(())
+            Ok(sums)
         })();
         match result {
-            Ok(()) => {
+            Ok(sums) => {
                 self.finished = true;
-                Ok(())
+                Ok(sums)
             }
             Err(e) => {
                 self.abort();

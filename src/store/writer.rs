@@ -19,6 +19,7 @@ use crate::archive::manifest::{
     self as am, BlobTableBuilder, IndexEntry, Manifest, Role, RootKind,
 };
 use crate::archive::reader::ArchiveReader;
+use crate::archive::sums::FileSums;
 use crate::archive::writer::{
     ArchiveWriter, ScanResult, WriteOptions, commit_rename, leading_bytes, scan_existing,
 };
@@ -212,7 +213,7 @@ pub struct ArchiveSink {
     order: Vec<Digest>,
     wanted: HashSet<Digest>,
     tx: Mutex<Option<std::sync::mpsc::SyncSender<Fetched>>>,
-    writer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), StoreError>>>>,
+    writer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<Written, StoreError>>>>,
     files: Vec<PathBuf>,
     checksums: (PathBuf, String),
     written: Mutex<Vec<PathBuf>>,
@@ -351,7 +352,7 @@ impl ArchiveSink {
     }
 
     /// Waits for the writer thread and returns its outcome.
-    async fn join(&self) -> Result<(), StoreError> {
+    async fn join(&self) -> Result<Written, StoreError> {
         let handle = self.writer.lock().await.take();
         match handle {
             None => Err(StoreError::Refused(
@@ -362,18 +363,25 @@ impl ArchiveSink {
     }
 }
 
+/// The checksums of the files this run wrote, by final path.
+type Written = HashMap<PathBuf, FileSums>;
+
 /// Writes every file of the plan; a volume set is renamed only when every volume is
 /// complete, and a failed run removes the volumes it finished (a killed run leaves them for
 /// `--resume`).
-fn write_all(plan: ArchivePlan, rx: &std::sync::mpsc::Receiver<Fetched>) -> Result<(), StoreError> {
+fn write_all(
+    plan: ArchivePlan,
+    rx: &std::sync::mpsc::Receiver<Fetched>,
+) -> Result<Written, StoreError> {
     let is_set = plan.layout.manifest.volume.is_some();
     let mut finished: Vec<PathBuf> = Vec::new();
-    let result = write_files(&plan, rx, is_set, &mut finished);
-    if result.is_err() {
+    let mut sums = Written::new();
+    let result = write_files(&plan, rx, is_set, &mut finished, &mut sums);
+    if let Err(e) = result {
         for p in &finished {
             let _ = std::fs::remove_file(p);
         }
-        return result;
+        return Err(e);
     }
     if is_set {
         for (path, _) in &plan.layout.files {
@@ -386,7 +394,7 @@ fn write_all(plan: ArchivePlan, rx: &std::sync::mpsc::Receiver<Fetched>) -> Resu
             }
         }
     }
-    Ok(())
+    Ok(sums)
 }
 
 impl Sink for ArchiveSink {
@@ -443,11 +451,12 @@ impl Sink for ArchiveSink {
         if let Ok(mut tx) = self.tx.lock() {
             tx.take();
         }
-        self.join().await?;
+        let known = self.join().await?;
         let (dir, stem) = self.checksums.clone();
         let files = self.files.clone();
         let sums =
-            tokio::task::spawn_blocking(move || write_checksums(&dir, &stem, &files)).await??;
+            tokio::task::spawn_blocking(move || write_checksums(&dir, &stem, &files, &known))
+                .await??;
         if let Ok(mut w) = self.written.lock() {
             *w = sums;
         }
@@ -486,6 +495,7 @@ fn write_files(
     rx: &std::sync::mpsc::Receiver<Fetched>,
     is_set: bool,
     finished: &mut Vec<PathBuf>,
+    sums: &mut Written,
 ) -> Result<(), StoreError> {
     let l = &plan.layout;
     let (writer_files, writer_manifest, writer_bytes) =
@@ -576,14 +586,18 @@ fn write_files(
                 writer_progress.blob_done();
             }
         }
-        if is_set {
-            finished.push(
-                w.finish_partial()
-                    .map_err(wrap(path.display().to_string()))?,
-            );
+        let file_sums = if is_set {
+            let (partial, file_sums) = w
+                .finish_partial()
+                .map_err(wrap(path.display().to_string()))?;
+            finished.push(partial);
+            file_sums
         } else {
-            w.finish().map_err(wrap(path.display().to_string()))?;
-        }
+            w.finish_with_sums()
+                .map_err(wrap(path.display().to_string()))?
+                .1
+        };
+        sums.insert(path.clone(), file_sums);
     }
     Ok(())
 }
@@ -604,10 +618,13 @@ impl<R: std::io::Read> std::io::Read for CountingReader<'_, R> {
 
 /// Writes `NAME.B3SUMS` and `NAME.SHA256SUMS` (the formats `b3sum -c` and `sha256sum -c` read)
 /// listing each file by its bare name, so copies on media can be checked with stock tools.
+/// Files in `known` were hashed as they were written; the others (finished by an earlier,
+/// interrupted run) are read again.
 pub fn write_checksums(
     dir: &Path,
     stem: &str,
     files: &[PathBuf],
+    known: &HashMap<PathBuf, FileSums>,
 ) -> Result<Vec<PathBuf>, StoreError> {
     let io = |what: String| {
         move |source| StoreError::Io {
@@ -617,26 +634,18 @@ pub fn write_checksums(
     };
     let (mut b3, mut sha) = (String::new(), String::new());
     for path in files {
-        let mut f = std::fs::File::open(path).map_err(io(format!("reading {}", path.display())))?;
-        let mut h3 = blake3::Hasher::new();
-        let mut h2 = crate::digest::Hasher::new(crate::digest::Algorithm::Sha256);
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f
-                .read(&mut buf)
-                .map_err(io(format!("reading {}", path.display())))?;
-            if n == 0 {
-                break;
-            }
-            h3.update(&buf[..n]);
-            h2.update(&buf[..n]);
-        }
+        let sums = match known.get(path) {
+            Some(s) => s.clone(),
+            None => std::fs::File::open(path)
+                .and_then(FileSums::of)
+                .map_err(io(format!("reading {}", path.display())))?,
+        };
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        b3.push_str(&format!("{}  {name}\n", h3.finalize().to_hex()));
-        sha.push_str(&format!("{}  {name}\n", h2.finish().hex()));
+        b3.push_str(&format!("{}  {name}\n", sums.blake3));
+        sha.push_str(&format!("{}  {name}\n", sums.sha256));
     }
     let mut out = Vec::new();
     for (ext, text) in [("B3SUMS", b3), ("SHA256SUMS", sha)] {
