@@ -136,6 +136,7 @@ impl Registries {
             .await
             .map_err(|e| RegistryError::Config(format!("credential lookup for {host}: {e}")))?
             .map_err(|e| RegistryError::Config(e.to_string()))?;
+        install_crypto_provider();
         let config = ClientConfig {
             protocol: if plain {
                 ClientProtocol::Http
@@ -228,4 +229,14 @@ async fn speaks_plain_http(host: &str) -> bool {
         .ok()
         .flatten()
         .unwrap_or(false)
+}
+
+/// reqwest and oci-client build their TLS configuration from rustls's process-wide provider
+/// (the `-no-provider` features): ring, installed once before the first client.
+fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Fails only when some provider is installed already, which then serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }

@@ -119,7 +119,7 @@ fn tls_config(ca_der: &[u8]) -> io::Result<Arc<rustls::ClientConfig>> {
     roots
         .add(rustls::pki_types::CertificateDer::from(ca_der.to_vec()))
         .map_err(io::Error::other)?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(io::Error::other)?
