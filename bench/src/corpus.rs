@@ -100,7 +100,8 @@ impl Store {
         }
     }
 
-    fn blob_path(&self, hex: &str) -> PathBuf {
+    /// Where the registry keeps blob `hex`.
+    pub fn blob_path(&self, hex: &str) -> PathBuf {
         self.root
             .join("blobs/sha256")
             .join(&hex[..2])

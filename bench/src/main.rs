@@ -451,7 +451,6 @@ fn generate_corpus(ctx: &Ctx, s: f64) -> (Registry, Vec<Root>, Root, [Root; 2]) 
     made.push(("bench/small25".into(), m));
     let big = store.image("bench/big", "amd64", "big", &[(5000, mib(1024.0, s))]);
     store.tag_image("bench/big", "v1", &big);
-
     let src = Registry::start(&src_dir, None);
     let host = src.host();
     let mut roots: Vec<Root> = made
@@ -486,6 +485,28 @@ fn generate_corpus(ctx: &Ctx, s: f64) -> (Registry, Vec<Root>, Root, [Root; 2]) 
         },
     ];
     (src, roots, big_root, bundles)
+}
+
+/// An image of eight equal layers in a registry of its own (the corpus's figures and its
+/// ingest ceiling stay as they were), exported once into `wide.tar` for the many-blob verify
+/// row; returns the archive and the layer files `sha256sum` reads.
+fn wide_archive(ctx: &Ctx, s: f64) -> (PathBuf, Vec<PathBuf>) {
+    let dir = ctx.work.join("wide-source");
+    let _ = fs::remove_dir_all(&dir);
+    let mut store = Store::new(&dir.join("storage"));
+    let layers: Vec<(u64, u64)> = (0..8).map(|k| (6000 + k, mib(128.0, s))).collect();
+    let mut files = Vec::new();
+    for &(seed, size) in &layers {
+        let hex = store.layer(seed, size).hex;
+        files.push(store.blob_path(&hex));
+    }
+    let m = store.image("bench/wide", "amd64", "wide", &layers);
+    let reg = Registry::start(&dir, None);
+    let archive = ctx.work.join("wide.tar");
+    let r = format!("{}/bench/wide@{}", reg.host(), m.digest());
+    ctx.airlift_export(&["-i", &r], &archive, "export-wide");
+    drop(reg);
+    (archive, files)
 }
 
 /// Alternates airlift (A) and skopeo (B) for `rounds` rounds.
@@ -704,6 +725,44 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
             )
             .with_limit(sha),
         );
+        {
+            let (wide_archive, files) = wide_archive(ctx, s);
+            let wide_bytes: u64 = files
+                .iter()
+                .map(|f| fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+                .sum();
+            let mut sha = Vec::new();
+            let (a, b) = alternate(
+                n,
+                "verify-wide",
+                |_| {
+                    sha.push(report::sha_probe(1));
+                    let mut cmd = ctx.airlift_cmd();
+                    cmd.arg("verify")
+                        .arg(&wide_archive)
+                        .arg("--trust")
+                        .arg(&ctx.pubkey);
+                    run(&mut cmd, &ctx.log("verify-wide-airlift"))
+                },
+                |_| {
+                    run(
+                        Command::new("sha256sum").args(&files),
+                        &ctx.log("verify-wide-sha256sum"),
+                    )
+                },
+            );
+            comparisons.push(
+                Comparison::new(
+                    report::VERIFY_WIDE,
+                    "sha256sum over the same layers",
+                    wide_bytes,
+                    a,
+                    b,
+                    "an image outside the bundles, exported on its own".into(),
+                )
+                .with_limit(sha),
+            );
+        }
     }
 
     let mut copy_roots = roots.clone();

@@ -83,6 +83,10 @@ pub fn sha_probe(threads: usize) -> f64 {
     (threads * 128 * buf.len()) as f64 / t.elapsed().as_secs_f64()
 }
 
+/// The verify row over equal blobs: what hashing two blobs at once gives where no one blob
+/// dominates (the whole corpus is 83% one blob, which one core must hash alone).
+pub const VERIFY_WIDE: &str = "verify (8 × 128 MiB layers)";
+
 /// Measures the disk (1 GiB of random data + fdatasync, median of 3) and sha256 rates.
 pub fn measure_limits(work: &Path) -> Limits {
     let disk: Vec<f64> = (0..3).map(|_| disk_probe(work, 1 << 30)).collect();
@@ -494,12 +498,13 @@ pub fn markdown(ctx: &Ctx, r: &CorpusRun) -> String {
         );
         speedup_targets(&mut s, c, "export", 1.5);
     }
-    if let Some(c) = find("verify (whole corpus)") {
+    for name in ["verify (whole corpus)", VERIFY_WIDE] {
+        let Some(c) = find(name) else { continue };
         let frac = c.fraction_of_limit();
         let per_cpu = c.bytes as f64 / med(&c.a, |x| x.cpu);
         target(
             &mut s,
-            "verify ≥ 1.7× one-core sha256",
+            &format!("{name}: ≥ 1.7× one-core sha256"),
             format!(
                 "{:.0} MB/s = {frac:.2}× the one-core rate measured before each round (median {:.0} MB/s); \
                  {:.0} MB per CPU-s",
@@ -558,6 +563,7 @@ pub fn markdown(ctx: &Ctx, r: &CorpusRun) -> String {
         "export (whole corpus)",
         "import (whole corpus)",
         "verify (whole corpus)",
+        VERIFY_WIDE,
         "export (1 GiB image)",
         "import (1 GiB image)",
     ] {
