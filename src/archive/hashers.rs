@@ -3,10 +3,14 @@
 //!
 //! The reader stays on the caller's thread (a tar stream is sequential); each blob's bytes
 //! go to a worker in pooled buffers, so memory is bounded by the pool whatever the blob size.
+//! In an uncompressed archive a worker instead reads its blob's range of the file itself, so
+//! the reader moves on at once and two large blobs are hashed at the same time.
 //! Results come back in the order the blobs were read, so reports stay deterministic.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -27,10 +31,22 @@ enum Msg {
     End,
 }
 
+/// Where a worker gets a blob's bytes.
+enum Feed {
+    /// From the reader, chunk by chunk.
+    Chunks(Receiver<Msg>),
+    /// `len` bytes of `file` at `offset`, read by the worker.
+    Range {
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    },
+}
+
 struct Job {
     seq: u64,
     verifier: Verifier,
-    chunks: Receiver<Msg>,
+    feed: Feed,
 }
 
 /// `None` when the reader gave up on the blob (the caller reports why).
@@ -96,17 +112,12 @@ impl<T> Hashers<T> {
         self.next_seq += 1;
         self.tags.insert(seq, tag);
         let (tx, chunks) = mpsc::channel();
-        let job = Job {
+        self.send(Job {
             seq,
             verifier,
-            chunks,
-        };
+            feed: Feed::Chunks(chunks),
+        })?;
         let gone = || io::Error::other("the hashing threads stopped");
-        self.jobs
-            .as_ref()
-            .ok_or_else(gone)?
-            .send(job)
-            .map_err(|_| gone())?;
         loop {
             let mut buf = self.pool.recv().map_err(|_| gone())?;
             let mut len = 0;
@@ -128,6 +139,40 @@ impl<T> Hashers<T> {
             }
             tx.send(Msg::Data(buf, len)).map_err(|_| gone())?;
         }
+    }
+
+    /// Has a worker read and check `len` bytes of `file` at `offset` (the caller still reads
+    /// past them in its stream, which reports a truncated file). Waits while every worker
+    /// is busy and one job is queued for each.
+    pub fn hash_range(
+        &mut self,
+        tag: T,
+        file: &Arc<File>,
+        offset: u64,
+        len: u64,
+        verifier: Verifier,
+    ) -> io::Result<()> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.tags.insert(seq, tag);
+        self.send(Job {
+            seq,
+            verifier,
+            feed: Feed::Range {
+                file: Arc::clone(file),
+                offset,
+                len,
+            },
+        })
+    }
+
+    fn send(&mut self, job: Job) -> io::Result<()> {
+        let gone = || io::Error::other("the hashing threads stopped");
+        self.jobs
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(job)
+            .map_err(|_| gone())
     }
 
     /// The blobs finished so far whose predecessors are all finished, in read order.
@@ -175,6 +220,8 @@ impl<T> Drop for Hashers<T> {
 }
 
 fn work(jobs: &Mutex<Receiver<Job>>, results: &Sender<(u64, Outcome)>, pool: &SyncSender<Vec<u8>>) {
+    // This worker's own buffer for range jobs, allocated on the first one.
+    let mut own: Vec<u8> = Vec::new();
     loop {
         let job = match jobs.lock() {
             Ok(rx) => rx.recv(),
@@ -182,41 +229,80 @@ fn work(jobs: &Mutex<Receiver<Job>>, results: &Sender<(u64, Outcome)>, pool: &Sy
         };
         let Ok(Job {
             seq,
-            mut verifier,
-            chunks,
+            verifier,
+            feed,
         }) = job
         else {
             return;
         };
-        let mut error = None;
-        let mut seen = 0u64;
-        let mut ended = false;
-        for msg in chunks.iter() {
-            match msg {
-                Msg::Data(buf, len) => {
-                    if error.is_none()
-                        && let Err(e) = verifier.update(&buf[..len])
-                    {
-                        error = Some(e);
-                    }
-                    seen += len as u64;
-                    let _ = pool.send(buf);
-                }
-                Msg::End => {
-                    ended = true;
-                    break;
-                }
+        let outcome = match feed {
+            Feed::Chunks(chunks) => from_chunks(verifier, &chunks, pool),
+            Feed::Range { file, offset, len } => {
+                own.resize(CHUNK, 0);
+                from_range(verifier, &file, offset, len, &mut own)
             }
-        }
-        let outcome = match (ended, error) {
-            (false, _) => None,
-            (true, Some(e)) => Some(Err(e)),
-            (true, None) => Some(verifier.finish().map(|()| seen)),
         };
         if results.send((seq, outcome)).is_err() {
             return;
         }
     }
+}
+
+fn from_chunks(
+    mut verifier: Verifier,
+    chunks: &Receiver<Msg>,
+    pool: &SyncSender<Vec<u8>>,
+) -> Outcome {
+    let mut error = None;
+    let mut seen = 0u64;
+    for msg in chunks.iter() {
+        match msg {
+            Msg::Data(buf, len) => {
+                if error.is_none()
+                    && let Err(e) = verifier.update(&buf[..len])
+                {
+                    error = Some(e);
+                }
+                seen += len as u64;
+                let _ = pool.send(buf);
+            }
+            Msg::End => {
+                return Some(match error {
+                    Some(e) => Err(e),
+                    None => verifier.finish().map(|()| seen),
+                });
+            }
+        }
+    }
+    // The reader gave up (a read error it reports itself).
+    None
+}
+
+/// A short or failed read yields no result: the caller's own pass over the same bytes
+/// meets the same end of file or error and reports it.
+fn from_range(
+    mut verifier: Verifier,
+    file: &File,
+    offset: u64,
+    len: u64,
+    buf: &mut [u8],
+) -> Outcome {
+    let mut done = 0u64;
+    while done < len {
+        let want = usize::try_from(len - done).map_or(buf.len(), |n| n.min(buf.len()));
+        match file.read_at(&mut buf[..want], offset + done) {
+            Ok(0) => return None,
+            Ok(n) => {
+                if let Err(e) = verifier.update(&buf[..n]) {
+                    return Some(Err(e));
+                }
+                done += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    Some(verifier.finish().map(|()| done))
 }
 
 #[cfg(test)]
@@ -285,5 +371,33 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].0, "a");
         assert_eq!(got[0].1.as_ref().ok(), Some(&4));
+    }
+
+    #[test]
+    fn ranges_of_a_file_mixed_with_streamed_blobs_keep_read_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("data");
+        let data: Vec<u8> = (0..(3 * CHUNK + 999)).map(|j| (j % 253) as u8).collect();
+        std::fs::write(&path, &data).expect("write");
+        let file = Arc::new(File::open(&path).expect("open"));
+        let mut h = Hashers::new();
+        let (a, b) = (&data[10..2 * CHUNK + 7], &data[5..50]);
+        let ok = |d: &[u8]| Verifier::new(Digest::sha256_of(d), Some(d.len() as u64));
+        h.hash_range("range", &file, 10, a.len() as u64, ok(a))
+            .expect("queued");
+        h.hash("stream", b, ok(b)).expect("in-memory read");
+        let wrong = Verifier::new(Digest::sha256_of(b"other"), Some(100));
+        h.hash_range("wrong", &file, 0, 100, wrong).expect("queued");
+        // Past the end of the file: the caller's own pass reports the truncation.
+        let tail = data.len() as u64 - 20;
+        let short = Verifier::new(Digest::sha256_of(b"x"), Some(40));
+        h.hash_range("short", &file, tail, 40, short)
+            .expect("queued");
+        let got = h.settle();
+        let tags: Vec<&str> = got.iter().map(|(t, _)| *t).collect();
+        assert_eq!(tags, ["range", "stream", "wrong"]);
+        assert_eq!(got[0].1.as_ref().ok(), Some(&(a.len() as u64)));
+        assert_eq!(got[1].1.as_ref().ok(), Some(&(b.len() as u64)));
+        assert!(got[2].1.is_err(), "wrong content passed");
     }
 }

@@ -83,7 +83,7 @@ impl VolumeRecord {
 
 /// Opens a file and returns a reader of its tar stream, decompressing if it starts with
 /// the zstd magic.
-fn open_stream(path: &Path) -> Result<(Box<dyn Read + Send>, bool), ArchiveError> {
+fn open_stream(path: &Path) -> Result<(Box<dyn tar::Skip + Send>, bool), ArchiveError> {
     let file = File::open(path).map_err(ArchiveError::io(format!("opening {}", path.display())))?;
     let mut buf = BufReader::with_capacity(1 << 20, file);
     let head = buf
@@ -109,7 +109,7 @@ fn check_regular(e: &RawEntry) -> Result<(), ArchiveError> {
 }
 
 /// Reads the next header, which must exist and be a regular file with an allowed name.
-fn next_checked<R: Read>(
+fn next_checked<R: tar::Skip>(
     tar: &mut TarReader<R>,
     expected: &str,
 ) -> Result<(RawEntry, EntryName), ArchiveError> {
@@ -125,7 +125,7 @@ fn next_checked<R: Read>(
 /// One pass over an archive: header on open, then [`ArchiveReader::next_blob`].
 pub struct ArchiveReader {
     path: PathBuf,
-    tar: TarReader<Box<dyn Read + Send>>,
+    tar: TarReader<Box<dyn tar::Skip + Send>>,
     header: ArchiveHeader,
     rules: EntryRules,
     /// An entry admitted by [`ArchiveReader::read_manifests`] whose data is next in the stream.
@@ -326,11 +326,14 @@ impl ArchiveReader {
     /// final `read` fails with `InvalidData` on a mismatch). Errors for which
     /// [`ArchiveError::is_fatal`] is false concern only that entry; reading may continue.
     pub fn next_blob(&mut self) -> Result<Option<BlobReader<'_>>, ArchiveError> {
-        let entry = match self.pending.take() {
-            Some(entry) => entry,
+        let (entry, offset) = match self.pending.take() {
+            Some(entry) => (entry, None),
             None => match self.tar.next_header()? {
                 None => return Ok(None),
-                Some(e) => self.rules.admit(&e)?.clone(),
+                Some(e) => {
+                    let offset = (!self.header.compressed).then_some(e.data_offset);
+                    (self.rules.admit(&e)?.clone(), offset)
+                }
             },
         };
         let media_type = self
@@ -347,6 +350,7 @@ impl ArchiveReader {
             media_type,
             name: entry.name,
             part: entry.part,
+            offset,
         }))
     }
 
@@ -370,7 +374,7 @@ fn order(found: &EntryName, expected: &str) -> ArchiveError {
 
 /// One blob's content, verified against its digest and size while it is read.
 pub struct BlobReader<'a> {
-    inner: VerifyingReader<tar::EntryData<'a, Box<dyn Read + Send>>>,
+    inner: VerifyingReader<tar::EntryData<'a, Box<dyn tar::Skip + Send>>>,
     /// The blob's digest (of the whole blob, also for a part).
     pub digest: Digest,
     /// The entry's size (the part's size for a part).
@@ -383,6 +387,9 @@ pub struct BlobReader<'a> {
     pub name: String,
     /// `(number, count)` when the entry is a part of a split blob.
     pub part: Option<(u32, u32)>,
+    /// Where the data starts in the file, when the archive is not compressed (so the same
+    /// bytes can be read again by position, on another thread).
+    pub offset: Option<u64>,
 }
 
 impl<'a> BlobReader<'a> {
@@ -390,6 +397,13 @@ impl<'a> BlobReader<'a> {
     /// another thread while the next entry is read.
     pub fn into_parts(self) -> (impl Read + 'a, Option<crate::digest::Verifier>) {
         self.inner.into_parts()
+    }
+
+    /// Moves past the data unread (a seek in an uncompressed archive) and gives the verifier
+    /// it must pass, for a check that reads the same bytes by [`offset`](Self::offset).
+    pub fn skip_data(self) -> (io::Result<()>, Option<crate::digest::Verifier>) {
+        let (mut data, verifier) = self.inner.into_parts();
+        (data.skip_rest(), verifier)
     }
 }
 

@@ -199,6 +199,36 @@ pub(crate) fn parse_header(h: &[u8; 512], offset: u64) -> Result<Option<RawEntry
     }))
 }
 
+/// A tar stream that can jump over entry data it need not read (a plain file seeks; a
+/// decompressor reads and drops).
+pub(crate) trait Skip: Read {
+    /// Moves up to `n` bytes ahead; fewer only at the end of the input.
+    fn skip_ahead(&mut self, n: u64) -> io::Result<u64> {
+        io::copy(&mut (&mut *self).take(n), &mut io::sink())
+    }
+}
+
+impl Skip for &[u8] {}
+
+impl<S: Skip + ?Sized> Skip for Box<S> {
+    fn skip_ahead(&mut self, n: u64) -> io::Result<u64> {
+        (**self).skip_ahead(n)
+    }
+}
+
+impl Skip for io::BufReader<std::fs::File> {
+    fn skip_ahead(&mut self, n: u64) -> io::Result<u64> {
+        // Never past the end: a cut file must still read as cut.
+        let pos = io::Seek::stream_position(self)?;
+        let len = self.get_ref().metadata()?.len();
+        let k = n.min(len.saturating_sub(pos));
+        self.seek_relative(i64::try_from(k).map_err(io::Error::other)?)?;
+        Ok(k)
+    }
+}
+
+impl<R: io::BufRead> Skip for zstd::stream::read::Decoder<'_, R> {}
+
 /// Reads a tar stream header by header, tracking the offset, with bounded entry reads.
 pub(crate) struct TarReader<R> {
     inner: R,
@@ -209,7 +239,7 @@ pub(crate) struct TarReader<R> {
     ended: bool,
 }
 
-impl<R: Read> TarReader<R> {
+impl<R: Skip> TarReader<R> {
     pub fn new(inner: R) -> Self {
         TarReader {
             inner,
@@ -221,7 +251,9 @@ impl<R: Read> TarReader<R> {
     }
 
     fn skip(&mut self, n: u64) -> Result<(), ArchiveError> {
-        let copied = io::copy(&mut (&mut self.inner).take(n), &mut io::sink())
+        let copied = self
+            .inner
+            .skip_ahead(n)
             .map_err(ArchiveError::io("reading archive"))?;
         self.pos += copied;
         if copied != n {
@@ -295,6 +327,24 @@ impl<R: Read> TarReader<R> {
 /// The data of the current tar entry; errors with `UnexpectedEof` if the stream is cut short.
 pub(crate) struct EntryData<'a, R> {
     tar: &'a mut TarReader<R>,
+}
+
+impl<R: Skip> EntryData<'_, R> {
+    /// Moves past the rest of the data without reading it where the stream allows; errors
+    /// like [`Read::read`] if the stream is cut short.
+    pub fn skip_rest(&mut self) -> io::Result<()> {
+        let n = self.tar.remaining;
+        let k = self.tar.inner.skip_ahead(n)?;
+        self.tar.remaining -= k;
+        self.tar.pos += k;
+        if k < n {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("archive truncated at byte offset {}", self.tar.pos),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl<R: Read> Read for EntryData<'_, R> {

@@ -467,6 +467,12 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
     let before = r.failure_count();
     let mut closure_failures = 0u64;
     let mut hashers: Hashers<String> = Hashers::new();
+    // Uncompressed: workers read their blobs' ranges themselves while this pass moves on.
+    let by_position = if reader.header().compressed {
+        None
+    } else {
+        std::fs::File::open(path).ok().map(std::sync::Arc::new)
+    };
     loop {
         let ready = hashers.ready();
         r.record_hashed(ready);
@@ -486,7 +492,18 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
         let entry = blob.name.clone();
         let is_manifest = matches!(blob.role, Role::Manifest | Role::Index);
         if !is_manifest {
-            let (data, verifier) = blob.into_parts();
+            let (size, offset) = (blob.size, blob.offset);
+            let positional = by_position.as_ref().zip(offset);
+            let (data, skipped, verifier) = match positional {
+                Some(_) => {
+                    let (skipped, verifier) = blob.skip_data();
+                    (None, skipped, verifier)
+                }
+                None => {
+                    let (data, verifier) = blob.into_parts();
+                    (Some(data), Ok(()), verifier)
+                }
+            };
             // A fresh entry always carries its verifier; never let one pass unhashed.
             let Some(verifier) = verifier else {
                 r.record_hashed(hashers.settle());
@@ -496,7 +513,14 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
                 ));
                 break;
             };
-            if let Err(e) = hashers.hash(entry.clone(), data, verifier) {
+            let handed = match (positional, data) {
+                (Some((file, offset)), _) => hashers
+                    .hash_range(entry.clone(), file, offset, size, verifier)
+                    .and(skipped),
+                (None, Some(data)) => hashers.hash(entry.clone(), data, verifier),
+                (None, None) => Err(io::Error::other("internal: neither data nor position")),
+            };
+            if let Err(e) = handed {
                 r.record_hashed(hashers.settle());
                 r.fail(failure(FailureKind::Container, format!("{entry}: {e}")));
                 break;
