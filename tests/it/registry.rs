@@ -502,8 +502,10 @@ fn corrupted_blob_at_source_is_refused() {
     assert!(!blob_data_path(&b, victim).exists());
 }
 
+/// The only big test: one 1 GiB layer, pushed once, streams through copy and through export
+/// in bounded memory.
 #[test]
-fn one_gib_layer_is_streamed_with_bounded_memory() {
+fn one_gib_layer_streams_through_copy_and_export_in_bounded_memory() {
     const RSS_LIMIT_KIB: u64 = 100 * 1024;
     let a = Registry::start_plain();
     let b = Registry::start_plain();
@@ -561,6 +563,38 @@ fn one_gib_layer_is_streamed_with_bounded_memory() {
             .exists(),
         "layer linked into m/big/one"
     );
+
+    let home = tempfile::tempdir().expect("temp HOME");
+    let out = home.path().join("big.tar");
+    let measured = support::run_measuring_rss(
+        support::airlift_cmd(home.path())
+            .args(["export", "-q", "--unsigned", "-o"])
+            .arg(&out)
+            .arg("-i")
+            .arg(a.reference("big/one:v1")),
+    );
+    assert!(
+        measured.status.success(),
+        "export failed: {}",
+        String::from_utf8_lossy(&measured.stderr)
+    );
+    let peak_mib = measured.peak_rss_kib / 1024;
+    eprintln!(
+        "export of a 1 GiB layer: peak RSS {peak_mib} MiB (this process's own peak {} MiB)",
+        measured.inherited_kib / 1024
+    );
+    assert!(
+        measured.peak_within(64 * 1024),
+        "peak RSS {peak_mib} MiB exporting a 1 GiB layer"
+    );
+    let len = fs::metadata(&out).expect("archive").len();
+    assert!(
+        len >= img.total_bytes && len <= img.total_bytes + 64 * 1024,
+        "archive {len} B for {} B of blobs",
+        img.total_bytes
+    );
+    let names = crate::export::gnu_tar_list(&out);
+    assert!(names.contains(&format!("blobs/{}", layer.to_string().replace(':', "/"))));
 }
 
 /// Largest `_uploads/*/data` file under `storage`: how far an upload in progress has got.
