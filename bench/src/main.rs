@@ -487,6 +487,40 @@ fn generate_corpus(ctx: &Ctx, s: f64) -> (Registry, Vec<Root>, Root, [Root; 2]) 
     (src, roots, big_root, bundles)
 }
 
+/// `airlift verify ARCHIVE` against `sha256sum FILES`, alternating, with the one-core sha256
+/// rate measured before each round; fills `row`'s samples and limit.
+fn verify_rows(
+    ctx: &Ctx,
+    label: &str,
+    archive: &Path,
+    files: &[PathBuf],
+    mut row: Comparison,
+) -> Comparison {
+    let mut sha = Vec::new();
+    let (a, b) = alternate(
+        ctx.rounds,
+        label,
+        |_| {
+            sha.push(report::sha_probe(1));
+            let mut cmd = ctx.airlift_cmd();
+            cmd.arg("verify")
+                .arg(archive)
+                .arg("--trust")
+                .arg(&ctx.pubkey);
+            run(&mut cmd, &ctx.log(&format!("{label}-airlift")))
+        },
+        |_| {
+            run(
+                Command::new("sha256sum").args(files),
+                &ctx.log(&format!("{label}-sha256sum")),
+            )
+        },
+    );
+    row.a = a;
+    row.b = b;
+    row.with_limit(sha)
+}
+
 /// An image of eight equal layers in a registry of its own (the corpus's figures and its
 /// ingest ceiling stay as they were), exported once into `wide.tar` for the many-blob verify
 /// row; returns the archive and the layer files `sha256sum` reads.
@@ -694,75 +728,39 @@ fn run_corpus(ctx: &Ctx, s: f64, limits: &Limits) -> CorpusRun {
             .flatten()
             .map(|e| e.path())
             .collect();
-        let mut sha = Vec::new();
-        let (a, b) = alternate(
-            n,
+        comparisons.push(verify_rows(
+            ctx,
             "verify",
-            |_| {
-                sha.push(report::sha_probe(1));
-                let mut cmd = ctx.airlift_cmd();
-                cmd.arg("verify")
-                    .arg(&archive)
-                    .arg("--trust")
-                    .arg(&ctx.pubkey);
-                run(&mut cmd, &ctx.log("verify-airlift"))
-            },
-            |_| {
-                run(
-                    Command::new("sha256sum").args(&layout_blobs),
-                    &ctx.log("verify-sha256sum"),
-                )
-            },
-        );
-        comparisons.push(
+            &archive,
+            &layout_blobs,
             Comparison::new(
                 "verify (whole corpus)",
                 "sha256sum over the layout's blobs",
                 unique_bytes,
-                a,
-                b,
+                Vec::new(),
+                Vec::new(),
                 "imgpkg has no verify of a tar".into(),
-            )
-            .with_limit(sha),
-        );
-        {
-            let (wide_archive, files) = wide_archive(ctx, s);
-            let wide_bytes: u64 = files
-                .iter()
-                .map(|f| fs::metadata(f).map(|m| m.len()).unwrap_or(0))
-                .sum();
-            let mut sha = Vec::new();
-            let (a, b) = alternate(
-                n,
-                "verify-wide",
-                |_| {
-                    sha.push(report::sha_probe(1));
-                    let mut cmd = ctx.airlift_cmd();
-                    cmd.arg("verify")
-                        .arg(&wide_archive)
-                        .arg("--trust")
-                        .arg(&ctx.pubkey);
-                    run(&mut cmd, &ctx.log("verify-wide-airlift"))
-                },
-                |_| {
-                    run(
-                        Command::new("sha256sum").args(&files),
-                        &ctx.log("verify-wide-sha256sum"),
-                    )
-                },
-            );
-            comparisons.push(
-                Comparison::new(
-                    report::VERIFY_WIDE,
-                    "sha256sum over the same layers",
-                    wide_bytes,
-                    a,
-                    b,
-                    "an image outside the bundles, exported on its own".into(),
-                )
-                .with_limit(sha),
-            );
-        }
+            ),
+        ));
+        let (wide_archive, files) = wide_archive(ctx, s);
+        let wide_bytes: u64 = files
+            .iter()
+            .map(|f| fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+            .sum();
+        comparisons.push(verify_rows(
+            ctx,
+            "verify-wide",
+            &wide_archive,
+            &files,
+            Comparison::new(
+                report::VERIFY_WIDE,
+                "sha256sum over the same layers",
+                wide_bytes,
+                Vec::new(),
+                Vec::new(),
+                "an image outside the bundles, exported on its own".into(),
+            ),
+        ));
     }
 
     let mut copy_roots = roots.clone();
