@@ -401,10 +401,7 @@ fn a_refused_tag_move_names_where_the_tag_points() {
     let h = home.path();
     let first = h.join("first.tar");
     std::fs::rename(one_image(h, &src, "app", 21), &first).unwrap();
-    let old = airlift::digest::Digest::sha256_of(&crate::support::skopeo_inspect_raw(
-        "src/app:1.0",
-        &src,
-    ));
+    let old = tag_digest(&src, "src/app:1.0");
     let second = one_image(h, &src, "app", 22);
     let proxy = FaultProxy::start(dest.port());
     let to = proxy.reference("mirror");
