@@ -218,6 +218,12 @@ impl<S: Skip + ?Sized> Skip for Box<S> {
 
 impl Skip for io::BufReader<std::fs::File> {
     fn skip_ahead(&mut self, n: u64) -> io::Result<u64> {
+        // Padding and small entries lie in the buffer: no system call for those.
+        let buffered = self.buffer().len();
+        if n <= buffered as u64 {
+            io::BufRead::consume(self, n as usize);
+            return Ok(n);
+        }
         // Never past the end: a cut file must still read as cut.
         let pos = io::Seek::stream_position(self)?;
         let len = self.get_ref().metadata()?.len();

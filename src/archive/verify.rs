@@ -492,38 +492,37 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Report {
         let entry = blob.name.clone();
         let is_manifest = matches!(blob.role, Role::Manifest | Role::Index);
         if !is_manifest {
-            let (size, offset) = (blob.size, blob.offset);
-            let positional = by_position.as_ref().zip(offset);
-            let (data, skipped, verifier) = match positional {
-                Some(_) => {
+            let size = blob.size;
+            let handed = match by_position.as_ref().zip(blob.offset) {
+                Some((file, offset)) => {
                     let (skipped, verifier) = blob.skip_data();
-                    (None, skipped, verifier)
+                    verifier.map(|v| {
+                        hashers
+                            .hash_range(entry.clone(), file, offset, size, v)
+                            .and(skipped)
+                    })
                 }
                 None => {
                     let (data, verifier) = blob.into_parts();
-                    (Some(data), Ok(()), verifier)
+                    verifier.map(|v| hashers.hash(entry.clone(), data, v))
                 }
             };
-            // A fresh entry always carries its verifier; never let one pass unhashed.
-            let Some(verifier) = verifier else {
-                r.record_hashed(hashers.settle());
-                r.fail(failure(
-                    FailureKind::Container,
-                    format!("{entry}: no digest check available (internal error)"),
-                ));
-                break;
-            };
-            let handed = match (positional, data) {
-                (Some((file, offset)), _) => hashers
-                    .hash_range(entry.clone(), file, offset, size, verifier)
-                    .and(skipped),
-                (None, Some(data)) => hashers.hash(entry.clone(), data, verifier),
-                (None, None) => Err(io::Error::other("internal: neither data nor position")),
-            };
-            if let Err(e) = handed {
-                r.record_hashed(hashers.settle());
-                r.fail(failure(FailureKind::Container, format!("{entry}: {e}")));
-                break;
+            match handed {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    r.record_hashed(hashers.settle());
+                    r.fail(failure(FailureKind::Container, format!("{entry}: {e}")));
+                    break;
+                }
+                // A fresh entry always carries its verifier; never let one pass unhashed.
+                None => {
+                    r.record_hashed(hashers.settle());
+                    r.fail(failure(
+                        FailureKind::Container,
+                        format!("{entry}: no digest check available (internal error)"),
+                    ));
+                    break;
+                }
             }
             continue;
         }

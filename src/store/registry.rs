@@ -304,19 +304,6 @@ impl<'a> RegistrySink<'a> {
     }
 }
 
-/// The digests a manifest points at: config and layers, or an index's manifests.
-fn children(m: &RawManifest) -> impl Iterator<Item = &Digest> {
-    let descs: &[Descriptor] = match &m.parsed {
-        crate::oci::Parsed::Image { layers, .. } => layers,
-        crate::oci::Parsed::Index { manifests } => manifests,
-    };
-    let config = match &m.parsed {
-        crate::oci::Parsed::Image { config, .. } => Some(&config.digest),
-        crate::oci::Parsed::Index { .. } => None,
-    };
-    config.into_iter().chain(descs.iter().map(|d| &d.digest))
-}
-
 fn at(repo: &str, d: &Digest) -> Result<Reference, StoreError> {
     Reference::parse(&format!("{repo}@{d}"))
         .map_err(|e| StoreError::Refused(format!("destination {repo}: {e}")))
@@ -373,7 +360,11 @@ impl Sink for RegistrySink<'_> {
         for repo in repos.into_iter().flatten() {
             let dest = at(repo, &m.digest)?;
             let client = self.registries.client(dest.registry()).await?;
-            let fresh = children(m).any(|c| self.was_sent(c, &dest));
+            let fresh = m
+                .blobs()
+                .into_iter()
+                .chain(m.child_manifests())
+                .any(|c| self.was_sent(&c.digest, &dest));
             if fresh || !client.manifest_exists(&dest).await? {
                 client.put_manifest(&dest, m).await?;
                 self.mark_sent(&m.digest, &dest);
