@@ -1034,6 +1034,23 @@ impl RegistryClient {
         &self,
         repo: &Reference,
         desc: &Descriptor,
+        open: F,
+    ) -> Result<(), RegistryError>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::io::Result<S>>,
+    {
+        self.put_blob_in(repo, desc, None, open).await
+    }
+
+    /// [`Self::put_blob`] into an upload `session` a [`Self::probe_blob`] already opened;
+    /// a session the registry no longer knows is replaced by a fresh one.
+    pub async fn put_blob_in<S, F, Fut>(
+        &self,
+        repo: &Reference,
+        desc: &Descriptor,
+        mut session: Option<reqwest::Url>,
         mut open: F,
     ) -> Result<(), RegistryError>
     where
@@ -1046,6 +1063,8 @@ impl RegistryClient {
         let open = &mut open;
         let mut attempt = 0u32;
         loop {
+            let opened = session.take();
+            let reused = opened.is_some();
             let stream = open().await.map_err(|e| RegistryError::Upload {
                 host: self.host.clone(),
                 digest: desc.digest.clone(),
@@ -1064,7 +1083,13 @@ impl RegistryClient {
                 })
             });
             let result = self
-                .upload_once(&image, desc, reqwest::Body::wrap_stream(stream), &what)
+                .upload_once(
+                    &image,
+                    desc,
+                    opened,
+                    reqwest::Body::wrap_stream(stream),
+                    &what,
+                )
                 .await
                 .map_err(|e| {
                     let from_source = source_failure.lock().ok().and_then(|mut s| s.take());
@@ -1079,6 +1104,8 @@ impl RegistryClient {
                 });
             match result {
                 Ok(()) => return Ok(()),
+                // The probe's session expired or was purged: open a new one, once.
+                Err(RegistryError::NotFound { .. }) if reused => {}
                 Err(e) if e.is_retryable() && attempt < self.retry.retries => {
                     tokio::time::sleep(self.retry.delay(attempt)).await;
                     attempt += 1;
@@ -1088,21 +1115,28 @@ impl RegistryClient {
         }
     }
 
-    /// One monolithic upload: open a session, then PUT the whole body to its location.
+    /// One monolithic upload: open a session (unless one is given), then PUT the whole body
+    /// to its location.
     async fn upload_once(
         &self,
         image: &oci_client::Reference,
         desc: &Descriptor,
+        session: Option<reqwest::Url>,
         body: reqwest::Body,
         what: &str,
     ) -> Result<(), RegistryError> {
-        // Some registries insist on a length even for the empty body that opens a session.
-        let open = Call::new(Op::Push, reqwest::Method::POST, uploads_url(image)).header(
-            reqwest::header::CONTENT_LENGTH,
-            HeaderValue::from_static("0"),
-        );
-        let resp = self.send_direct(image, open, what).await?;
-        let mut location = self.location(&resp, what)?;
+        let mut location = match session {
+            Some(url) => url,
+            None => {
+                // Some registries insist on a length even for the empty body that opens a session.
+                let open = Call::new(Op::Push, reqwest::Method::POST, uploads_url(image)).header(
+                    reqwest::header::CONTENT_LENGTH,
+                    HeaderValue::from_static("0"),
+                );
+                let resp = self.send_direct(image, open, what).await?;
+                self.location(&resp, what)?
+            }
+        };
         location
             .query_pairs_mut()
             .append_pair("digest", &desc.digest.to_string());
@@ -1135,6 +1169,38 @@ impl RegistryClient {
                 status: Some(resp.status().as_u16()),
                 detail: "the registry opened an upload without a usable Location header".into(),
             })
+    }
+
+    /// Asks `repo` to mount `digest` from itself: one request instead of two (HEAD, then the
+    /// POST that opens an upload) says whether it holds the blob, and opens the upload when it
+    /// does not. A registry that answers anything but 201 or 202 gets an error: ask by HEAD.
+    pub async fn probe_blob(
+        &self,
+        repo: &Reference,
+        digest: &Digest,
+    ) -> Result<Probe, RegistryError> {
+        let image = oci_ref(repo);
+        let target = format!(
+            "{}?mount={digest}&from={}",
+            uploads_url(&image),
+            repo.repository()
+        );
+        let what = format!("existence probe of blob {digest} in {}", repo.repo_name());
+        let call = Call::new(Op::Push, reqwest::Method::POST, target).header(
+            reqwest::header::CONTENT_LENGTH,
+            HeaderValue::from_static("0"),
+        );
+        let resp = self.send_direct(&image, call, &what).await?;
+        match resp.status() {
+            reqwest::StatusCode::CREATED => Ok(Probe::Present),
+            reqwest::StatusCode::ACCEPTED => Ok(Probe::Absent(self.location(&resp, &what)?)),
+            other => Err(RegistryError::Server {
+                host: self.host.clone(),
+                what,
+                status: Some(other.as_u16()),
+                detail: "neither a mount (201) nor an upload session (202)".into(),
+            }),
+        }
     }
 
     /// Asks the registry to mount `digest` from another repository; false when it would not.
@@ -1177,6 +1243,15 @@ impl RegistryClient {
             })
             .await
     }
+}
+
+/// What [`RegistryClient::probe_blob`] found.
+#[derive(Debug)]
+pub enum Probe {
+    /// The repository holds the blob.
+    Present,
+    /// It does not; an upload session is open at this location.
+    Absent(reqwest::Url),
 }
 
 /// `/v2/<repo>/manifests/<tag or digest>`, as oci-client builds it.

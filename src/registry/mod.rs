@@ -16,7 +16,7 @@ use std::time::Duration;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-pub use client::{BlobStream, RegistryClient};
+pub use client::{BlobStream, Probe, RegistryClient};
 pub use error::RegistryError;
 pub use retry::RetryPolicy;
 

@@ -115,7 +115,11 @@ impl Source for MemoryStore {
 }
 
 impl Sink for MemoryStore {
-    async fn exists(&self, desc: &Descriptor) -> Result<bool, StoreError> {
+    async fn exists(
+        &self,
+        desc: &Descriptor,
+        _from: Option<&Reference>,
+    ) -> Result<bool, StoreError> {
         Ok(self.has_blob(&desc.digest))
     }
 

@@ -138,8 +138,13 @@ pub trait Source: Send + Sync {
 
 /// A place blobs and manifests can be written to; nothing is addressable before `commit`.
 pub trait Sink: Send + Sync {
-    /// Whether the sink already holds the blob everywhere it must be.
-    fn exists(&self, desc: &Descriptor) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Whether the sink already holds the blob everywhere it must be; `from` is as for
+    /// [`Sink::push_blob`], which follows at once when it does not.
+    fn exists(
+        &self,
+        desc: &Descriptor,
+        from: Option<&Reference>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Stores a blob, reading it from `open` (called again if an upload must restart);
     /// `from` is the blob's registry location at the source, for a cross-repository mount.

@@ -17,7 +17,7 @@ use crate::digest::Digest;
 use crate::graph::Graph;
 use crate::oci::{Descriptor, RawManifest};
 use crate::reference::Reference;
-use crate::registry::{Registries, RegistryError};
+use crate::registry::{Probe, Registries, RegistryError};
 
 /// Reads blobs from the repositories a graph was walked in.
 pub struct RegistrySource<'a> {
@@ -116,11 +116,18 @@ pub struct RegistrySink<'a> {
     /// The first destination repository that received each blob, to mount from.
     received: Mutex<HashMap<Digest, Vec<Reference>>>,
     /// Blobs a repository was just found to lack: the push that follows the engine's
-    /// existence check does not ask the registry a second time.
-    lacking: Mutex<HashSet<(Digest, String)>>,
+    /// existence check does not ask the registry a second time, and uploads into the session
+    /// the existence probe opened, if it opened one.
+    lacking: Mutex<HashMap<(Digest, String), Option<reqwest::Url>>>,
+    /// Registries that refused an existence probe (a mount from the repository itself):
+    /// asked by HEAD from then on.
+    no_probes: Mutex<HashSet<String>>,
     /// Blobs and manifests this run sent into a repository that lacked them: a manifest over
     /// one of them cannot be there yet, nor a tag on such a manifest, so neither is asked for.
     sent: Mutex<HashSet<(Digest, String)>>,
+    /// (repository, manifest) pairs a tag will name, of manifests no other manifest lists:
+    /// when new, the tag's PUT is their only push (one request, and nothing by digest early).
+    tag_pushed: HashSet<(String, Digest)>,
     /// Re-read blobs the destination already has and check their digests.
     verify_existing: bool,
     /// OCI 1.1 referrers (not cosign tags) to list in the destination's tag-schema indexes.
@@ -146,8 +153,23 @@ impl<'a> RegistrySink<'a> {
                 .collect(),
             extras,
             received: Mutex::new(HashMap::new()),
-            lacking: Mutex::new(HashSet::new()),
+            lacking: Mutex::new(HashMap::new()),
+            no_probes: Mutex::new(HashSet::new()),
             sent: Mutex::new(HashSet::new()),
+            tag_pushed: {
+                let listed: HashSet<&Digest> = graph
+                    .manifests
+                    .values()
+                    .flat_map(|n| n.manifest.child_manifests())
+                    .map(|c| &c.digest)
+                    .collect();
+                placement
+                    .tags
+                    .iter()
+                    .filter(|(_, _, d)| !listed.contains(d))
+                    .map(|(repo, _, d)| (repo.clone(), d.clone()))
+                    .collect()
+            },
             verify_existing: false,
             referrers: graph
                 .referrers
@@ -165,25 +187,53 @@ impl<'a> RegistrySink<'a> {
         self
     }
 
-    /// Whether `dest` holds the blob (read back and verified with `verify_existing`).
-    async fn holds(&self, dest: &Reference, desc: &Descriptor) -> Result<bool, StoreError> {
+    /// Whether `dest` holds the blob (read back and verified with `verify_existing`). With
+    /// `probe`, a lacking blob gets its upload session opened by the same request.
+    async fn holds(
+        &self,
+        dest: &Reference,
+        desc: &Descriptor,
+        probe: bool,
+    ) -> Result<bool, StoreError> {
         let key = (desc.digest.clone(), dest.repo_name());
-        if self.lacking.lock().is_ok_and(|mut l| l.remove(&key)) {
+        if self.lacking.lock().is_ok_and(|l| l.contains_key(&key)) {
             return Ok(false);
         }
         let client = self.registries.client(dest.registry()).await?;
-        let exists = match client.blob_exists(dest, &desc.digest).await {
-            // A registry killed mid-write can keep answering 500 for a blob it half stored;
-            // uploading it again repairs that, and a registry that is truly broken fails the upload.
-            Err(RegistryError::Server {
-                status: Some(500..=599),
-                ..
-            }) => false,
-            other => other?,
+        let mut session = None;
+        let probed = if probe && self.probes(dest) {
+            match client.probe_blob(dest, &desc.digest).await {
+                Ok(Probe::Present) => Some(true),
+                Ok(Probe::Absent(url)) => {
+                    session = Some(url);
+                    Some(false)
+                }
+                Err(_) => {
+                    if let Ok(mut n) = self.no_probes.lock() {
+                        n.insert(dest.registry().to_owned());
+                    }
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let exists = match probed {
+            Some(known) => known,
+            None => match client.blob_exists(dest, &desc.digest).await {
+                // A registry killed mid-write can keep answering 500 for a blob it half
+                // stored; uploading it again repairs that, and a registry that is truly
+                // broken fails the upload.
+                Err(RegistryError::Server {
+                    status: Some(500..=599),
+                    ..
+                }) => false,
+                other => other?,
+            },
         };
         if !exists {
             if let Ok(mut l) = self.lacking.lock() {
-                l.insert(key);
+                l.insert(key, session);
             }
             return Ok(false);
         }
@@ -202,6 +252,30 @@ impl<'a> RegistrySink<'a> {
             }
         }
         Ok(true)
+    }
+
+    /// Whether to ask `dest`'s registry by probe: not once it refused one.
+    fn probes(&self, dest: &Reference) -> bool {
+        self.no_probes
+            .lock()
+            .is_ok_and(|n| !n.contains(dest.registry()))
+    }
+
+    /// Whether `dest` could get the blob by a cross-repository mount: then a HEAD asks, and
+    /// no upload session is opened that the mount would leave behind.
+    fn mountable(&self, d: &Digest, dest: &Reference, from: Option<&Reference>) -> bool {
+        self.mount_candidates(d, from)
+            .iter()
+            .any(|src| src.registry() == dest.registry() && src.repository() != dest.repository())
+    }
+
+    /// The upload session a probe opened for `d` in `dest`, if any; forgets that it lacks `d`.
+    fn take_session(&self, d: &Digest, dest: &Reference) -> Option<reqwest::Url> {
+        self.lacking
+            .lock()
+            .ok()
+            .and_then(|mut l| l.remove(&(d.clone(), dest.repo_name())))
+            .flatten()
     }
 
     fn blob_targets(&self, d: &Digest) -> Result<Vec<Reference>, StoreError> {
@@ -253,7 +327,7 @@ impl<'a> RegistrySink<'a> {
         let targets = self.blob_targets(&desc.digest)?;
         let mut lacking = Vec::new();
         for dest in targets {
-            if self.holds(&dest, desc).await? {
+            if self.holds(&dest, desc, false).await? {
                 self.remember(&desc.digest, &dest);
             } else {
                 lacking.push(dest);
@@ -272,7 +346,7 @@ impl<'a> RegistrySink<'a> {
     pub async fn absent(&self, descs: &[Descriptor]) -> Result<Vec<Digest>, StoreError> {
         let checks: Vec<Option<Digest>> = futures::stream::iter(descs.to_vec())
             .map(|desc| async move {
-                Ok::<_, StoreError>((!self.exists(&desc).await?).then_some(desc.digest))
+                Ok::<_, StoreError>((!self.exists(&desc, None).await?).then_some(desc.digest))
             })
             .buffer_unordered(8)
             .try_collect()
@@ -295,9 +369,7 @@ impl<'a> RegistrySink<'a> {
     }
 
     fn remember(&self, d: &Digest, dest: &Reference) {
-        if let Ok(mut l) = self.lacking.lock() {
-            l.remove(&(d.clone(), dest.repo_name()));
-        }
+        self.take_session(d, dest);
         if let Ok(mut r) = self.received.lock() {
             r.entry(d.clone()).or_default().push(dest.clone());
         }
@@ -310,9 +382,14 @@ fn at(repo: &str, d: &Digest) -> Result<Reference, StoreError> {
 }
 
 impl Sink for RegistrySink<'_> {
-    async fn exists(&self, desc: &Descriptor) -> Result<bool, StoreError> {
+    async fn exists(
+        &self,
+        desc: &Descriptor,
+        from: Option<&Reference>,
+    ) -> Result<bool, StoreError> {
         for dest in self.blob_targets(&desc.digest)? {
-            if !self.holds(&dest, desc).await? {
+            let probe = !self.mountable(&desc.digest, &dest, from);
+            if !self.holds(&dest, desc, probe).await? {
                 return Ok(false);
             }
         }
@@ -332,16 +409,18 @@ impl Sink for RegistrySink<'_> {
         let mut pushed = Pushed::default();
         for dest in self.blob_targets(&desc.digest)? {
             let client = self.registries.client(dest.registry()).await?;
-            if self.holds(&dest, desc).await? {
+            let probe = !self.mountable(&desc.digest, &dest, from);
+            if self.holds(&dest, desc, probe).await? {
                 pushed.present += 1;
                 self.remember(&desc.digest, &dest);
                 continue;
             }
-            if self.mount(&dest, &desc.digest, from).await? {
+            let session = self.take_session(&desc.digest, &dest);
+            if session.is_none() && self.mount(&dest, &desc.digest, from).await? {
                 pushed.mounts += 1;
             } else {
                 client
-                    .put_blob(&dest, desc, || async {
+                    .put_blob_in(&dest, desc, session, || async {
                         open().await.map_err(std::io::Error::other)
                     })
                     .await?;
@@ -365,7 +444,11 @@ impl Sink for RegistrySink<'_> {
                 .into_iter()
                 .chain(m.child_manifests())
                 .any(|c| self.was_sent(&c.digest, &dest));
-            if fresh || !client.manifest_exists(&dest).await? {
+            if fresh && self.tag_pushed.contains(&(repo.clone(), m.digest.clone())) {
+                // New, and a tag at commit will name it: that PUT pushes it.
+                self.mark_sent(&m.digest, &dest);
+                pushed = true;
+            } else if fresh || !client.manifest_exists(&dest).await? {
                 client.put_manifest(&dest, m).await?;
                 self.mark_sent(&m.digest, &dest);
                 pushed = true;

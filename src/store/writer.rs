@@ -398,7 +398,11 @@ fn write_all(
 }
 
 impl Sink for ArchiveSink {
-    async fn exists(&self, desc: &Descriptor) -> Result<bool, StoreError> {
+    async fn exists(
+        &self,
+        desc: &Descriptor,
+        _from: Option<&Reference>,
+    ) -> Result<bool, StoreError> {
         // Base blobs and entries kept from an interrupted run are not wanted again.
         Ok(!self.wanted.contains(&desc.digest))
     }

@@ -265,8 +265,9 @@ async fn copy_blob<S: Source, K: Sink>(
     reporter: &Arc<dyn Reporter>,
 ) -> Result<Pushed, CopyError> {
     let d = Some(&desc.digest);
+    let from = source.location(&desc.digest);
     if sink
-        .exists(desc)
+        .exists(desc, from.as_ref())
         .await
         .map_err(at(Side::Destination, Op::Exists, d))?
     {
@@ -280,7 +281,6 @@ async fn copy_blob<S: Source, K: Sink>(
             ..Pushed::default()
         });
     }
-    let from = source.location(&desc.digest);
     let pushed = sink
         .push_blob(desc, from.as_ref(), || async {
             let s = source.fetch(desc).await?;

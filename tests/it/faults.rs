@@ -183,6 +183,35 @@ fn import_through_a_faulty_network_retries_and_matches() {
 }
 
 #[test]
+fn a_registry_that_refuses_mount_probes_is_asked_by_head_instead() {
+    // Registries without cross-repository mounts answer 202 (fine) or, off-spec, an error:
+    // after one refusal every blob is asked by HEAD and the import ends the same.
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let (archive, _) = synth_archive(h, 4, 64 << 10);
+    let fresh = Registry::start_plain();
+    expect_ok(&import(h, &archive, &fresh.reference("inside/app"), &[]));
+    let expected = registry_state(&fresh);
+
+    let target = Registry::start_plain();
+    let proxy = FaultProxy::start(target.port());
+    proxy.inject(Fault::Status(405), 10_000, "?mount=");
+    let one = ["--concurrency", "1"];
+    expect_ok(&import(h, &archive, &proxy.reference("inside/app"), &one));
+    assert!(registry_state(&target) == expected, "state differs");
+    let lines = proxy.request_lines();
+    let probes = lines.iter().filter(|l| l.contains("?mount=")).count();
+    let heads = lines
+        .iter()
+        .filter(|l| l.starts_with("HEAD /v2/inside/app/blobs/"))
+        .count();
+    assert!(
+        probes == 1 && heads >= 4,
+        "{probes} probes, {heads} HEADs: {lines:#?}"
+    );
+}
+
+#[test]
 fn import_and_export_ask_an_anonymous_registry_once_per_object_not_per_request() {
     // An anonymous registry sends no auth challenge; an answer that is never cached means a
     // `GET /v2/` probe before every request, doubling the round trips of an import.
@@ -200,25 +229,39 @@ fn import_and_export_ask_an_anonymous_registry_once_per_object_not_per_request()
         .keys()
         .filter(|d| !synth.manifest.roots.iter().any(|r| r.digest == **d))
         .count();
-    let (heads, sessions) = (
+    let (heads, sessions, puts) = (
         count("HEAD /v2/inside/app/blobs/"),
         count("POST /v2/inside/app/blobs/uploads/"),
+        count("PUT /v2/inside/app/blobs/uploads/"),
     );
+    // The existence check is a mount from the repository itself: it opens the upload too.
+    let probes_self = lines
+        .iter()
+        .filter(|l| {
+            l.starts_with("POST /v2/inside/app/blobs/uploads/?mount=")
+                && l.replace("%2F", "/").ends_with("&from=inside/app")
+        })
+        .count();
     // One plain-HTTP probe when the client is made, one anonymous challenge probe.
     assert!(
         probes <= 3,
         "{probes} auth probes in {} requests",
         lines.len()
     );
-    // Per blob: one existence check, one upload session, one PUT (the provenance image
-    // adds its own two blobs).
+    // Per blob: one request that asks and opens the upload, one PUT (the provenance image,
+    // pushed whole at commit, asks its own two blobs by HEAD).
     assert!(
-        sessions >= blobs && sessions <= blobs + 4,
+        sessions >= blobs && sessions <= blobs + 2,
         "{sessions} uploads for {blobs} blobs"
     );
     assert_eq!(
-        heads, sessions,
-        "blob existence asked more than once per blob"
+        probes_self, blobs,
+        "existence not asked by probe: {lines:#?}"
+    );
+    assert_eq!(puts, sessions, "an upload session left without its PUT");
+    assert!(
+        heads <= 2,
+        "blob existence asked twice for some blob ({heads} HEADs): {lines:#?}"
     );
     // A manifest over blobs this run uploaded cannot be there yet, nor a tag on it: only the
     // provenance image (pushed whole at commit) is looked up first.
