@@ -342,11 +342,13 @@ impl<'a> RegistrySink<'a> {
         Ok(true)
     }
 
-    /// The blobs among `descs` missing from at least one repository they belong in, sorted.
+    /// The blobs among `descs` missing from at least one repository they belong in, sorted;
+    /// asked by HEAD, since no upload follows.
     pub async fn absent(&self, descs: &[Descriptor]) -> Result<Vec<Digest>, StoreError> {
         let checks: Vec<Option<Digest>> = futures::stream::iter(descs.to_vec())
             .map(|desc| async move {
-                Ok::<_, StoreError>((!self.exists(&desc, None).await?).then_some(desc.digest))
+                let there = self.held_everywhere(&desc, None, false).await?;
+                Ok::<_, StoreError>((!there).then_some(desc.digest))
             })
             .buffer_unordered(8)
             .try_collect()
@@ -354,6 +356,23 @@ impl<'a> RegistrySink<'a> {
         let mut out: Vec<Digest> = checks.into_iter().flatten().collect();
         out.sort();
         Ok(out)
+    }
+
+    /// Whether every repository `desc` belongs in holds it; `probe` as for [`Self::holds`],
+    /// except where a cross-repository mount could supply it.
+    async fn held_everywhere(
+        &self,
+        desc: &Descriptor,
+        from: Option<&Reference>,
+        probe: bool,
+    ) -> Result<bool, StoreError> {
+        for dest in self.blob_targets(&desc.digest)? {
+            let probe = probe && !self.mountable(&desc.digest, &dest, from);
+            if !self.holds(&dest, desc, probe).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     fn mark_sent(&self, d: &Digest, dest: &Reference) {
@@ -370,6 +389,10 @@ impl<'a> RegistrySink<'a> {
 
     fn remember(&self, d: &Digest, dest: &Reference) {
         self.take_session(d, dest);
+        // Only a blob bound for several repositories is ever mounted from one of them.
+        if self.placement.blob_repos.get(d).is_none_or(|r| r.len() < 2) {
+            return;
+        }
         if let Ok(mut r) = self.received.lock() {
             r.entry(d.clone()).or_default().push(dest.clone());
         }
@@ -387,13 +410,7 @@ impl Sink for RegistrySink<'_> {
         desc: &Descriptor,
         from: Option<&Reference>,
     ) -> Result<bool, StoreError> {
-        for dest in self.blob_targets(&desc.digest)? {
-            let probe = !self.mountable(&desc.digest, &dest, from);
-            if !self.holds(&dest, desc, probe).await? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        self.held_everywhere(desc, from, true).await
     }
 
     async fn push_blob<F, Fut>(
