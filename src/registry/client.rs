@@ -1179,18 +1179,8 @@ impl RegistryClient {
         repo: &Reference,
         digest: &Digest,
     ) -> Result<Probe, RegistryError> {
-        let image = oci_ref(repo);
-        let target = format!(
-            "{}?mount={digest}&from={}",
-            uploads_url(&image),
-            repo.repository()
-        );
         let what = format!("existence probe of blob {digest} in {}", repo.repo_name());
-        let call = Call::new(Op::Push, reqwest::Method::POST, target).header(
-            reqwest::header::CONTENT_LENGTH,
-            HeaderValue::from_static("0"),
-        );
-        let resp = self.send_direct(&image, call, &what).await?;
+        let resp = self.post_mount(repo, repo, digest, &what).await?;
         match resp.status() {
             reqwest::StatusCode::CREATED => Ok(Probe::Present),
             reqwest::StatusCode::ACCEPTED => Ok(Probe::Absent(self.location(&resp, &what)?)),
@@ -1205,6 +1195,22 @@ impl RegistryClient {
 
     /// Asks the registry to mount `digest` from another repository; false when it would not.
     pub async fn mount_blob(&self, repo: &Reference, from: &Reference, digest: &Digest) -> bool {
+        let what = format!("mount of blob {digest} into {}", repo.repo_name());
+        // 201 is a mount; 202 means the registry opened an ordinary upload instead.
+        matches!(
+            self.post_mount(repo, from, digest, &what).await,
+            Ok(resp) if resp.status() == reqwest::StatusCode::CREATED
+        )
+    }
+
+    /// `POST …/blobs/uploads/?mount=DIGEST&from=REPO` into `repo`'s repository.
+    async fn post_mount(
+        &self,
+        repo: &Reference,
+        from: &Reference,
+        digest: &Digest,
+        what: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
         let image = oci_ref(repo);
         // Repository names and digests need no escaping (their grammar has no `&`, `=`, `%`).
         let target = format!(
@@ -1212,16 +1218,11 @@ impl RegistryClient {
             uploads_url(&image),
             from.repository()
         );
-        let what = format!("mount of blob {digest} into {}", repo.repo_name());
         let call = Call::new(Op::Push, reqwest::Method::POST, target).header(
             reqwest::header::CONTENT_LENGTH,
             HeaderValue::from_static("0"),
         );
-        // 201 is a mount; 202 means the registry opened an ordinary upload instead.
-        matches!(
-            self.send_direct(&image, call, &what).await,
-            Ok(resp) if resp.status() == reqwest::StatusCode::CREATED
-        )
+        self.send_direct(&image, call, what).await
     }
 
     /// Pushes a manifest with its exact bytes and media type, at `r`'s tag or digest.

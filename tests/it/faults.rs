@@ -6,6 +6,7 @@
 //! enough, the result must be the one an undisturbed run produces.
 
 use crate::support;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -134,15 +135,23 @@ fn import(home: &Path, archive: &Path, to_repo: &str, extra: &[&str]) -> Output 
     airlift(home, &args)
 }
 
+/// The registry state an undisturbed import of `archive` leaves, to compare others with.
+fn state_of_direct_import(
+    home: &Path,
+    archive: &Path,
+) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
+    let fresh = Registry::start_plain();
+    expect_ok(&import(home, archive, &fresh.reference("inside/app"), &[]));
+    registry_state(&fresh)
+}
+
 #[test]
 fn import_through_a_faulty_network_retries_and_matches() {
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     let (archive, _) = synth_archive(h, 4, 1 << 20);
 
-    let fresh = Registry::start_plain();
-    expect_ok(&import(h, &archive, &fresh.reference("inside/app"), &[]));
-    let expected = registry_state(&fresh);
+    let expected = state_of_direct_import(h, &archive);
     assert_eq!(expected["inside/app"].len(), 8, "{:?}", expected.keys());
 
     let target = Registry::start_plain();
@@ -189,9 +198,7 @@ fn a_registry_that_refuses_mount_probes_is_asked_by_head_instead() {
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     let (archive, _) = synth_archive(h, 4, 64 << 10);
-    let fresh = Registry::start_plain();
-    expect_ok(&import(h, &archive, &fresh.reference("inside/app"), &[]));
-    let expected = registry_state(&fresh);
+    let expected = state_of_direct_import(h, &archive);
 
     let target = Registry::start_plain();
     let proxy = FaultProxy::start(target.port());
