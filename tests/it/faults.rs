@@ -278,6 +278,12 @@ fn import_and_export_ask_an_anonymous_registry_once_per_object_not_per_request()
         manifest_puts > 2 && manifest_heads <= 2,
         "{manifest_heads} manifest lookups for {manifest_puts} manifest and tag pushes: {lines:#?}"
     );
+    // A new root a tag names is pushed once, by that tag: by digest only the provenance image.
+    let by_digest = count("PUT /v2/inside/app/manifests/sha256:");
+    assert!(
+        by_digest <= 1,
+        "{by_digest} manifests pushed by digest besides their tags: {lines:#?}"
+    );
     // Exporting back out of it: one GET per blob and manifest, few probes.
     let before = lines.len();
     let out = h.join("again.tar");
