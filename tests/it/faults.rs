@@ -219,6 +219,22 @@ fn a_registry_that_refuses_mount_probes_is_asked_by_head_instead() {
 }
 
 #[test]
+fn an_upload_session_the_registry_forgot_is_opened_again() {
+    // The existence probe opens the session the PUT then uses; a registry may purge it in
+    // between and answer 404: the upload opens a fresh session instead of failing.
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let (archive, _) = synth_archive(h, 2, 64 << 10);
+    let expected = state_of_direct_import(h, &archive);
+    let target = Registry::start_plain();
+    let proxy = FaultProxy::start(target.port());
+    proxy.inject(Fault::Status(404), 1, "PUT /v2/inside/app/blobs/uploads/");
+    expect_ok(&import(h, &archive, &proxy.reference("inside/app"), &[]));
+    assert_eq!(proxy.pending(), 0, "the 404 never fired: {:?}", proxy.log());
+    assert!(registry_state(&target) == expected, "state differs");
+}
+
+#[test]
 fn import_and_export_ask_an_anonymous_registry_once_per_object_not_per_request() {
     // An anonymous registry sends no auth challenge; an answer that is never cached means a
     // `GET /v2/` probe before every request, doubling the round trips of an import.
