@@ -191,6 +191,28 @@ fn import_through_a_faulty_network_retries_and_matches() {
     assert!(registry_state(&target2) == expected, "re-run state differs");
 }
 
+/// Imports `archive` through a proxy that answers `fault` to the first `times` requests
+/// matching `filter`, and checks the registry ends as an undisturbed import leaves it.
+fn import_through_fault(
+    home: &Path,
+    archive: &Path,
+    (fault, times, filter): (Fault, u32, &str),
+    extra: &[&str],
+) -> (Registry, FaultProxy) {
+    let expected = state_of_direct_import(home, archive);
+    let target = Registry::start_plain();
+    let proxy = FaultProxy::start(target.port());
+    proxy.inject(fault, times, filter);
+    expect_ok(&import(
+        home,
+        archive,
+        &proxy.reference("inside/app"),
+        extra,
+    ));
+    assert!(registry_state(&target) == expected, "state differs");
+    (target, proxy)
+}
+
 #[test]
 fn a_registry_that_refuses_mount_probes_is_asked_by_head_instead() {
     // Registries without cross-repository mounts answer 202 (fine) or, off-spec, an error:
@@ -198,14 +220,8 @@ fn a_registry_that_refuses_mount_probes_is_asked_by_head_instead() {
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     let (archive, _) = synth_archive(h, 4, 64 << 10);
-    let expected = state_of_direct_import(h, &archive);
-
-    let target = Registry::start_plain();
-    let proxy = FaultProxy::start(target.port());
-    proxy.inject(Fault::Status(405), 10_000, "?mount=");
-    let one = ["--concurrency", "1"];
-    expect_ok(&import(h, &archive, &proxy.reference("inside/app"), &one));
-    assert!(registry_state(&target) == expected, "state differs");
+    let refuse = (Fault::Status(405), 10_000, "?mount=");
+    let (_target, proxy) = import_through_fault(h, &archive, refuse, &["--concurrency", "1"]);
     let lines = proxy.request_lines();
     let probes = lines.iter().filter(|l| l.contains("?mount=")).count();
     let heads = lines
@@ -225,13 +241,9 @@ fn an_upload_session_the_registry_forgot_is_opened_again() {
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     let (archive, _) = synth_archive(h, 2, 64 << 10);
-    let expected = state_of_direct_import(h, &archive);
-    let target = Registry::start_plain();
-    let proxy = FaultProxy::start(target.port());
-    proxy.inject(Fault::Status(404), 1, "PUT /v2/inside/app/blobs/uploads/");
-    expect_ok(&import(h, &archive, &proxy.reference("inside/app"), &[]));
+    let forget = (Fault::Status(404), 1, "PUT /v2/inside/app/blobs/uploads/");
+    let (_target, proxy) = import_through_fault(h, &archive, forget, &[]);
     assert_eq!(proxy.pending(), 0, "the 404 never fired: {:?}", proxy.log());
-    assert!(registry_state(&target) == expected, "state differs");
 }
 
 #[test]
